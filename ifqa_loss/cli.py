@@ -1,0 +1,288 @@
+"""``ifqa`` command line: ``ifqa score`` rates face images, ``ifqa train`` trains a model.
+
+Exit status: 0 success, 1 when any file failed, 2 for usage errors.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import os
+import sys
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from .train.data import IMAGE_SUFFIXES
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+PROGRESS_MIN_IMAGES = 8
+
+
+class UsageError(Exception):
+    pass
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="ifqa", description="IFQA face-quality assessment.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("score", help="score face images (files or folders)")
+    s.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders")
+    s.add_argument("--backbone", choices=["lite", "cnn", "vit"], default=None)
+    s.add_argument("--weights", default=None, help="weights file or registered name (default: bundled ifqa-lite)")
+    s.add_argument("--batch-size", type=int, default=8)
+    s.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    s.add_argument("--recursive", action="store_true", help="also look in sub-folders")
+    s.add_argument("--apply-exif", action="store_true", help="rotate by EXIF orientation (the official script does not)")
+    out = s.add_mutually_exclusive_group()
+    out.add_argument("--json", action="store_true", help="print a JSON array of {path, score}")
+    out.add_argument("--csv", metavar="FILE", help="write path,score rows to FILE")
+    s.add_argument("--save-maps", metavar="DIR", help="write <stem>.npy (float32 map) and <stem>.png (heatmap)")
+    s.add_argument("--no-progress", action="store_true")
+
+    t = sub.add_parser("train", help="train an IFQA discriminator with the paper's recipe")
+    t.add_argument("--data", required=True, help="folder of aligned HQ faces")
+    t.add_argument("--landmarks", help=".npz with names and 68-point landmarks")
+    t.add_argument("--val-list", help="file names held out for validation")
+    t.add_argument("--arch", choices=["lite", "cnn"], default="lite")
+    t.add_argument("--out", required=True, help="output folder (checkpoint, weights, model card)")
+    t.add_argument("--steps", type=int, default=2000)
+    t.add_argument("--batch-size", type=int, default=8)
+    t.add_argument("--lr-d", type=float, default=2e-4)
+    t.add_argument("--lr-g", type=float, default=2e-4)
+    t.add_argument("--adv-weight", type=float, default=0.02)
+    t.add_argument("--primary-weight", type=float, default=2.0)
+    t.add_argument("--fprs-prob", type=float, default=0.5)
+    t.add_argument("--raw-fake-frac", type=float, default=0.5)
+    t.add_argument("--val-every", type=int, default=250)
+    t.add_argument("--val-images", type=int, default=64)
+    t.add_argument("--ckpt-every", type=int, default=100)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--device", default="cpu")
+    t.add_argument("--limit", type=int, help="use only the first N training images (smoke runs)")
+    t.add_argument("--no-resume", action="store_true", help="ignore an existing checkpoint")
+    t.add_argument("--export-official", action="store_true", help="also write IFQA_Metric.pth ({'D': ...}, cnn only)")
+    t.add_argument("--no-progress", action="store_true")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # argparse exits 2 on usage errors, 0 on --help
+        return int(e.code or 0)
+    try:
+        if args.command == "score":
+            return score_command(args)
+        return train_command(args)
+    except UsageError as e:
+        print(f"ifqa: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("ifqa: interrupted", file=sys.stderr)
+        return 130
+
+
+# ---------------------------------------------------------------- score
+
+
+def find_images(paths: list[str], recursive: bool) -> tuple[list[str], list[tuple[str, str]]]:
+    """Expand folders (sorted, image suffixes only); returns (files, [(path, problem)])."""
+    files, problems = [], []
+    for p in paths:
+        path = Path(p)
+        if path.is_dir():
+            found = []
+            walker = os.walk(path, followlinks=False) if recursive else [(str(path), [], os.listdir(path))]
+            for root, dirs, names in walker:
+                dirs.sort()
+                for n in names:
+                    f = Path(root) / n
+                    if f.suffix.lower() in IMAGE_SUFFIXES and (f.is_file() or f.is_symlink()):
+                        found.append(str(f))
+            files.extend(sorted(found))
+        elif path.exists() or path.is_symlink():
+            files.append(p)
+        else:
+            problems.append((p, "no such file or directory"))
+    return files, problems
+
+
+def _decode(path: str, apply_exif: bool):
+    from .preprocess import ImageDecodeError, load_image
+
+    try:
+        return load_image(path, apply_exif=apply_exif), None
+    except ImageDecodeError as e:
+        return None, str(e)
+    except Exception as e:  # noqa: BLE001 - a decoder bug must not stop the batch
+        return None, f"{path}: cannot decode ({type(e).__name__}: {e})"
+
+
+def _prefetch(files: list[str], apply_exif: bool, depth: int) -> Iterator[tuple[str, object, str | None]]:
+    """Decode in a background thread, at most ``depth`` images ahead (bounded memory)."""
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending = []
+        it = iter(files)
+        for f in it:
+            pending.append((f, pool.submit(_decode, f, apply_exif)))
+            if len(pending) >= depth:
+                break
+        while pending:
+            f, fut = pending.pop(0)
+            nxt = next(it, None)
+            if nxt is not None:
+                pending.append((nxt, pool.submit(_decode, nxt, apply_exif)))
+            img, err = fut.result()
+            yield f, img, err
+
+
+def score_command(args) -> int:
+    import torch
+
+    from .core import IFQA
+    from .preprocess import to_model_input
+    from .weights import WeightsError
+
+    if args.batch_size < 1:
+        raise UsageError("--batch-size must be >= 1")
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise UsageError(f"--device {args.device}: CUDA is not available")
+    files, problems = find_images(args.paths, args.recursive)
+    try:
+        model = IFQA(backbone=args.backbone, weights=args.weights).to(args.device)
+    except (WeightsError, ValueError, TypeError) as e:
+        raise UsageError(str(e)) from None
+    maps_dir = Path(args.save_maps) if args.save_maps else None
+    if maps_dir is not None:
+        maps_dir.mkdir(parents=True, exist_ok=True)
+    inputs = {os.path.realpath(f) for f in files}
+    used_stems: set[str] = set()
+    for path, why in problems:
+        print(f"ifqa: {path}: {why}", file=sys.stderr)
+
+    bar = None
+    if len(files) > PROGRESS_MIN_IMAGES and not args.no_progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(files), file=sys.stderr, desc="scoring", unit="img", dynamic_ncols=True)
+    results: list[dict] = []
+    failed = len(problems)
+    batch: list[tuple[str, torch.Tensor]] = []
+
+    def flush() -> None:
+        if not batch:
+            return
+        x = torch.cat([to_model_input(img.to(args.device)[None].float().div_(255), model.backbone) for _, img in batch])
+        with torch.inference_mode():
+            qmap = model.net(x).float()
+        scores = qmap.mean(dim=(1, 2, 3)).tolist()
+        for (path, img), s, m in zip(batch, scores, qmap):
+            results.append({"path": path, "score": s})
+            if maps_dir is not None:
+                _save_map(maps_dir, path, m, x, img, used_stems, inputs, model.backbone)
+        if bar is not None:
+            bar.update(len(batch))
+        batch.clear()
+
+    try:
+        for path, img, err in _prefetch(files, args.apply_exif, depth=2 * args.batch_size):
+            if err is not None:
+                failed += 1
+                print(f"ifqa: {err}", file=sys.stderr)
+                if bar is not None:
+                    bar.update(1)
+                continue
+            batch.append((path, img))
+            if len(batch) >= args.batch_size:
+                flush()
+        flush()
+    finally:
+        if bar is not None:
+            bar.close()
+    _write_results(results, args)
+    return EXIT_FAILED if failed else EXIT_OK
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _unique_stem(maps_dir: Path, path: str, used: set[str], inputs: set[str]) -> str:
+    stem = Path(path).stem
+    candidate, k = stem, 1
+    while (candidate in used or os.path.realpath(maps_dir / f"{candidate}.npy") in inputs
+           or os.path.realpath(maps_dir / f"{candidate}.png") in inputs):
+        k += 1
+        candidate = f"{stem}_{k}"
+    used.add(candidate)
+    return candidate
+
+
+def _save_map(maps_dir: Path, path: str, qmap, x, img, used: set[str], inputs: set[str], backbone: str) -> None:
+    from PIL import Image
+
+    from .viz import overlay, to_uint8_hwc
+
+    stem = _unique_stem(maps_dir, path, used, inputs)
+    buf = io.BytesIO()
+    np.save(buf, qmap[0].detach().cpu().numpy().astype(np.float32))
+    _atomic_write(maps_dir / f"{stem}.npy", buf.getvalue())
+    rgb = img[None].float().div(255)
+    heat = overlay(rgb.to(qmap.device), qmap[None].detach())[0]
+    buf = io.BytesIO()
+    Image.fromarray(to_uint8_hwc(heat)).save(buf, format="PNG")
+    _atomic_write(maps_dir / f"{stem}.png", buf.getvalue())
+
+
+def _write_results(results: list[dict], args) -> None:
+    if args.json:
+        sys.stdout.write(json.dumps(results) + "\n")
+    elif args.csv:
+        buf = io.StringIO()
+        w = csv.writer(buf)
+        w.writerow(["path", "score"])
+        for r in results:
+            w.writerow([r["path"], repr(r["score"])])
+        _atomic_write(Path(args.csv), buf.getvalue().encode())
+    else:
+        for r in results:
+            sys.stdout.write(f"{r['score']:.6f}\t{r['path']}\n")
+
+
+# ---------------------------------------------------------------- train
+
+
+def train_command(args) -> int:
+    from .train.trainer import TrainConfig, train
+
+    if args.steps < 1 or args.batch_size < 1:
+        raise UsageError("--steps and --batch-size must be >= 1")
+    cfg = TrainConfig(
+        data=args.data, out=args.out, landmarks=args.landmarks, val_list=args.val_list, arch=args.arch,
+        steps=args.steps, batch_size=args.batch_size, lr_d=args.lr_d, lr_g=args.lr_g, adv_weight=args.adv_weight,
+        primary_weight=args.primary_weight, fprs_prob=args.fprs_prob, raw_fake_frac=args.raw_fake_frac,
+        val_every=args.val_every, val_images=args.val_images, ckpt_every=args.ckpt_every, seed=args.seed,
+        device=args.device, limit=args.limit, resume=not args.no_resume, export_official=args.export_official,
+    )
+    try:
+        card = train(cfg, progress=not args.no_progress)
+    except (FileNotFoundError, ValueError) as e:
+        raise UsageError(str(e)) from None
+    if card:
+        print(json.dumps({k: card[k] for k in ("name", "file", "sha256", "steps", "wall_time_s", "validation")}))
+    return EXIT_OK

@@ -1,0 +1,87 @@
+"""``IFQA``: a frozen, differentiable IFQA model that returns a score and a per-pixel quality map."""
+from __future__ import annotations
+
+import os
+from typing import NamedTuple, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .preprocess import check_images, check_input_range, to_model_input
+from .weights import load_model
+
+
+class IFQAOutput(NamedTuple):
+    """Result of :class:`IFQA`: ``score`` (N,) = mean of ``map`` (N, 1, h, w), both in [0, 1], 1 = realistic."""
+
+    score: torch.Tensor
+    map: torch.Tensor
+
+
+class IFQA(nn.Module):
+    """IFQA face-quality model: (N, 3, H, W) images -> per-pixel quality map and score.
+
+    The network is frozen: its parameters never require grad, and it stays in eval mode even when a
+    parent module calls ``.train()``. Gradients flow to the input, so the output can drive a loss.
+
+    Args:
+        backbone: "lite" (bundled default), "cnn" (official U-Net) or "vit" (IFQA++ ViT-H/14).
+            ``None`` infers it from the weights.
+        weights: a file path (official ``.pth``, bare state dict or ``.safetensors``) or a registered name;
+            ``None`` uses the bundled ``ifqa-lite``.
+        input_range: the value range of the input images, e.g. ``(0, 1)`` or ``(-1, 1)``.
+        upsample_map: return the map at the input's resolution (bilinear) instead of the native 256/224.
+        check_finite: reject NaN/Inf inputs with a clear error (costs one host sync per call).
+
+    Example:
+        >>> import torch
+        >>> from ifqa_loss import IFQA
+        >>> model = IFQA()
+        >>> out = model(torch.rand(2, 3, 128, 128))
+        >>> out.score.shape, out.map.shape
+        (torch.Size([2]), torch.Size([2, 1, 256, 256]))
+        >>> bool(((out.score >= 0) & (out.score <= 1)).all())
+        True
+    """
+
+    def __init__(self, backbone: str | None = None, weights: str | os.PathLike | None = None,
+                 input_range: Sequence[float] = (0, 1), upsample_map: bool = False, check_finite: bool = True) -> None:
+        super().__init__()
+        self.input_range = check_input_range(input_range)
+        loaded = load_model(backbone, weights)
+        self.net = loaded.model
+        self.backbone = loaded.backbone
+        self.weights_source = loaded.source
+        self.upsample_map = bool(upsample_map)
+        self.check_finite = bool(check_finite)
+        super().train(False)
+
+    @property
+    def native_size(self) -> int:
+        return int(self.net.native_size)
+
+    def train(self, mode: bool = True) -> "IFQA":
+        """No-op: the quality model always stays in eval mode."""
+        return super().train(False)
+
+    def preprocess(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, 3, H, W) in ``input_range`` -> network input (N, 3, S, S) in [-1, 1]."""
+        return to_model_input(x, self.backbone, self.input_range)
+
+    def forward(self, x: torch.Tensor) -> IFQAOutput:
+        check_images(x, check_finite=self.check_finite)
+        param = next(self.net.parameters())
+        if x.device != param.device:
+            raise ValueError(f"input is on {x.device} but the IFQA model is on {param.device}; "
+                             f"move one of them, e.g. model.to({str(x.device)!r})")
+        if x.dtype != param.dtype and not torch.is_autocast_enabled(x.device.type):
+            x = x.to(param.dtype)
+        qmap = self.net(self.preprocess(x)).float()
+        score = qmap.mean(dim=(1, 2, 3))
+        if self.upsample_map and qmap.shape[-2:] != x.shape[-2:]:
+            qmap = F.interpolate(qmap, size=x.shape[-2:], mode="bilinear", align_corners=False)
+        return IFQAOutput(score, qmap)
+
+    def extra_repr(self) -> str:
+        return f"backbone={self.backbone!r}, weights={self.weights_source!r}, input_range={self.input_range}"

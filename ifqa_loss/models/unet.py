@@ -1,0 +1,112 @@
+"""Per-pixel U-Net discriminator of IFQA (Jo et al., WACV 2023).
+
+Residual blocks follow StarGAN v2; skips are multiplicative (``d * e + e``), and
+the output is a sigmoid map at the input resolution: 1 = looks like a real
+high-quality face.  ``widths=(64, 128, 256, 512, 1024), num_bottleneck=4`` is the
+official ``IFQA_Metric.pth`` (backbone ``cnn``); narrower settings give ``lite``.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+CNN_WIDTHS = (64, 128, 256, 512, 1024)
+CNN_BOTTLENECK = 4
+_INV_SQRT2 = 1.0 / math.sqrt(2.0)
+
+
+class ResBlock(nn.Module):
+    """Pre-activation residual block, optionally halving the resolution."""
+
+    def __init__(self, c_in: int, c_out: int, downsample: bool) -> None:
+        super().__init__()
+        self.downsample = downsample
+        self.norm1 = nn.InstanceNorm2d(c_in, affine=True)
+        self.conv1 = nn.Conv2d(c_in, c_in, 3, padding=1)
+        self.norm2 = nn.InstanceNorm2d(c_in, affine=True)
+        self.conv2 = nn.Conv2d(c_in, c_out, 3, padding=1)
+        self.conv1x1 = nn.Conv2d(c_in, c_out, 1, bias=False) if c_in != c_out else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        r = self.conv1(F.leaky_relu(self.norm1(x), 0.2))
+        if self.downsample:
+            r = F.avg_pool2d(r, 2)
+        r = self.conv2(F.leaky_relu(self.norm2(r), 0.2))
+        s = x if self.conv1x1 is None else self.conv1x1(x)
+        if self.downsample:
+            s = F.avg_pool2d(s, 2)
+        return (s + r) * _INV_SQRT2
+
+
+class UpResBlock(nn.Module):
+    """Pre-activation residual block that doubles the resolution (nearest)."""
+
+    def __init__(self, c_in: int, c_out: int) -> None:
+        super().__init__()
+        self.norm1 = nn.InstanceNorm2d(c_in, affine=True)
+        self.conv1 = nn.Conv2d(c_in, c_in, 3, padding=1)
+        self.norm2 = nn.InstanceNorm2d(c_in, affine=True)
+        self.conv2 = nn.Conv2d(c_in, c_out, 3, padding=1)
+        self.conv1x1 = nn.Conv2d(c_in, c_out, 1, bias=False) if c_in != c_out else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        r = F.interpolate(F.leaky_relu(self.norm1(x), 0.2), scale_factor=2.0, mode="nearest")
+        r = self.conv2(F.leaky_relu(self.norm2(self.conv1(r)), 0.2))
+        s = F.interpolate(x, scale_factor=2.0, mode="nearest")
+        if self.conv1x1 is not None:
+            s = self.conv1x1(s)
+        return (s + r) * _INV_SQRT2
+
+
+class UNetDiscriminator(nn.Module):
+    """U-Net discriminator: (N, 3, 256, 256) in [-1, 1] -> (N, 1, 256, 256) in [0, 1].
+
+    Args:
+        widths: channels after encoder128, encoder64, encoder32, encoder16, encoder8.
+        num_bottleneck: residual blocks at 1/32 resolution.
+    """
+
+    native_size = 256
+
+    def __init__(self, widths: tuple[int, ...] = CNN_WIDTHS, num_bottleneck: int = CNN_BOTTLENECK) -> None:
+        super().__init__()
+        if len(widths) != 5 or any(int(w) < 1 for w in widths):
+            raise ValueError(f"widths must be 5 positive channel counts, got {widths!r}")
+        if num_bottleneck < 0:
+            raise ValueError(f"num_bottleneck must be >= 0, got {num_bottleneck}")
+        w1, w2, w3, w4, w5 = (int(w) for w in widths)
+        self.widths = (w1, w2, w3, w4, w5)
+        self.num_bottleneck = int(num_bottleneck)
+        self.encoder128 = ResBlock(3, w1, True)
+        self.encoder64 = ResBlock(w1, w2, True)
+        self.encoder32 = ResBlock(w2, w3, True)
+        self.encoder16 = ResBlock(w3, w4, True)
+        self.encoder8 = ResBlock(w4, w5, True)
+        self.btn = nn.Sequential(*[ResBlock(w5, w5, False) for _ in range(num_bottleneck)])
+        self.decoder16 = UpResBlock(w5, w4)
+        self.decoder32 = UpResBlock(w4, w3)
+        self.decoder64 = UpResBlock(w3, w2)
+        self.decoder128 = UpResBlock(w2, w1)
+        self.decoder256 = nn.Sequential(UpResBlock(w1, 1), nn.Sigmoid())
+
+    @property
+    def is_official_cnn(self) -> bool:
+        return self.widths == CNN_WIDTHS and self.num_bottleneck == CNN_BOTTLENECK
+
+    def forward_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Pre-sigmoid map, (N, 1, H, W); H and W must be multiples of 32."""
+        e128 = self.encoder128(x)
+        e64 = self.encoder64(e128)
+        e32 = self.encoder32(e64)
+        e16 = self.encoder16(e32)
+        d = self.decoder16(self.btn(self.encoder8(e16)))
+        d = self.decoder32(d * e16 + e16)
+        d = self.decoder64(d * e32 + e32)
+        d = self.decoder128(d * e64 + e64)
+        return self.decoder256[0](d * e128 + e128)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.forward_logits(x))

@@ -1,0 +1,1 @@
+"""Training IFQA discriminators with the paper's adversarial recipe (degradations, generator, FPRS)."""

@@ -1,0 +1,155 @@
+"""Blind face-restoration degradations, batched with per-sample random parameters.
+
+Pipeline per sample (each stage applied with its own probability):
+Gaussian or motion blur -> downsample x1-x8 -> Gaussian or Poisson noise -> JPEG q30-95 -> resize back.
+Images are (N, 3, H, W) float in [0, 1]; everything but the PIL JPEG backend runs on the input's device.
+"""
+from __future__ import annotations
+
+import io
+import math
+from dataclasses import dataclass
+
+import kornia
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+@dataclass
+class DegradationConfig:
+    """Ranges of the random degradations (defaults are stated in the README)."""
+
+    p_blur: float = 0.6
+    p_motion: float = 0.25  # share of blurred samples that get motion instead of Gaussian blur
+    gauss_sigma: tuple[float, float] = (0.2, 5.0)
+    motion_kernel: tuple[int, int] = (5, 21)
+    p_down: float = 0.5
+    scale: tuple[float, float] = (1.0, 8.0)
+    p_noise: float = 0.5
+    p_poisson: float = 0.3  # share of noisy samples with Poisson instead of Gaussian noise
+    noise_sigma: tuple[float, float] = (1.0, 25.0)  # in 8-bit levels
+    poisson_scale: tuple[float, float] = (0.05, 2.0)  # photons per 8-bit level is 255 / (255 * scale)
+    p_jpeg: float = 0.5
+    jpeg_quality: tuple[int, int] = (30, 95)
+    jpeg_backend: str = "auto"  # "pil" (real codec, CPU), "kornia" (differentiable, on device) or "auto"
+
+
+def _uniform(n: int, lo: float, hi: float, gen: torch.Generator, device) -> torch.Tensor:
+    return (torch.rand(n, generator=gen) * (hi - lo) + lo).to(device)
+
+
+def _bernoulli(n: int, p: float, gen: torch.Generator) -> torch.Tensor:
+    return torch.rand(n, generator=gen) < p
+
+
+def gaussian_blur(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    """Per-sample isotropic Gaussian blur; sigma (N,) in pixels."""
+    k = 2 * math.ceil(3 * float(sigma.max())) + 1
+    return kornia.filters.gaussian_blur2d(x, (k, k), torch.stack([sigma, sigma], dim=1).to(x), border_type="reflect")
+
+
+def motion_blur(x: torch.Tensor, kernel_size: int, angle: torch.Tensor, direction: torch.Tensor) -> torch.Tensor:
+    """Linear motion blur of length ``kernel_size`` (odd), per-sample angle (degrees) and direction in [-1, 1]."""
+    return kornia.filters.motion_blur(x, kernel_size, angle.to(x), direction.to(x), border_type="reflect")
+
+
+def down_up(x: torch.Tensor, scale: torch.Tensor, modes: list[str]) -> torch.Tensor:
+    """Downsample each sample by ``scale`` (antialiased) and resize back with ``modes[i]``."""
+    h, w = x.shape[-2:]
+    out = []
+    for i in range(x.shape[0]):
+        s = float(scale[i])
+        if s <= 1.01:
+            out.append(x[i:i + 1])
+            continue
+        small = F.interpolate(x[i:i + 1], size=(max(1, round(h / s)), max(1, round(w / s))), mode="bilinear",
+                              antialias=True, align_corners=False)
+        out.append(F.interpolate(small, size=(h, w), mode=modes[i], align_corners=False if modes[i] != "nearest" else None))
+    return torch.cat(out).clamp(0, 1)
+
+
+def gaussian_noise(x: torch.Tensor, sigma: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Additive Gaussian noise, sigma (N,) in 8-bit levels, colour or gray at random."""
+    noise = torch.randn(x.shape, generator=gen).to(x)
+    gray = _bernoulli(x.shape[0], 0.3, gen).to(x.device)
+    noise = torch.where(gray[:, None, None, None], noise[:, :1].expand_as(noise), noise)
+    return (x + noise * (sigma.to(x) / 255.0)[:, None, None, None]).clamp(0, 1)
+
+
+def poisson_noise(x: torch.Tensor, scale: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Shot noise: counts ~ Poisson(x * 255 / scale), scale (N,) > 0 (bigger = noisier)."""
+    rate = (x * 255.0 / scale.to(x)[:, None, None, None]).clamp_min(0)
+    counts = torch.poisson(rate.cpu(), generator=gen).to(x)
+    return (counts * scale.to(x)[:, None, None, None] / 255.0).clamp(0, 1)
+
+
+def jpeg_pil(x: torch.Tensor, quality: torch.Tensor) -> torch.Tensor:
+    """Real JPEG round-trip (PIL, 4:2:0) per sample; quality (N,) integers."""
+    from PIL import Image
+
+    out = []
+    arr = (x.detach().clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+    for i in range(arr.shape[0]):
+        buf = io.BytesIO()
+        Image.fromarray(arr[i]).save(buf, format="JPEG", quality=int(quality[i]))
+        buf.seek(0)
+        out.append(np.asarray(Image.open(buf).convert("RGB")))
+    return torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2).to(x.device, x.dtype) / 255.0
+
+
+def jpeg_kornia(x: torch.Tensor, quality: torch.Tensor) -> torch.Tensor:
+    """kornia's differentiable JPEG, batched on the device."""
+    return kornia.enhance.jpeg_codec_differentiable(x.clamp(0, 1), quality.to(x))
+
+
+class Degrader:
+    """Random blind-restoration degradations: ``lq = Degrader(cfg, seed)(hq)``."""
+
+    def __init__(self, config: DegradationConfig | None = None, seed: int = 0) -> None:
+        self.cfg = config or DegradationConfig()
+        self.gen = torch.Generator().manual_seed(seed)
+
+    @torch.no_grad()
+    def __call__(self, hq: torch.Tensor) -> torch.Tensor:
+        cfg, g, n, dev = self.cfg, self.gen, hq.shape[0], hq.device
+        x = hq.float()
+        stages = torch.stack([_bernoulli(n, p, g) for p in (cfg.p_blur, cfg.p_down, cfg.p_noise, cfg.p_jpeg)], 1)
+        forced = torch.randint(0, 4, (n,), generator=g)  # every sample gets at least one stage
+        stages[torch.arange(n), forced] |= ~stages.any(1)
+        blur = stages[:, 0]
+        motion = blur & _bernoulli(n, cfg.p_motion, g)
+        gauss = blur & ~motion
+        if gauss.any():
+            sig = _uniform(n, *cfg.gauss_sigma, g, dev)
+            x = torch.where(gauss.to(dev)[:, None, None, None], gaussian_blur(x, torch.where(gauss.to(dev), sig, 0.3)), x)
+        if motion.any():
+            k = int(torch.randint(cfg.motion_kernel[0] // 2, cfg.motion_kernel[1] // 2 + 1, (1,), generator=g)) * 2 + 1
+            ang = _uniform(n, -180.0, 180.0, g, dev)
+            dirn = _uniform(n, -1.0, 1.0, g, dev)
+            x = torch.where(motion.to(dev)[:, None, None, None], motion_blur(x, k, ang, dirn), x)
+        down = stages[:, 1]
+        if down.any():
+            # log-uniform scale: small factors are as common as large ones per octave
+            scale = torch.exp(_uniform(n, math.log(cfg.scale[0]), math.log(cfg.scale[1]), g, "cpu"))
+            scale = torch.where(down, scale, torch.ones(n))
+            modes = [("bilinear", "bicubic", "nearest")[int(i)] for i in torch.randint(0, 3, (n,), generator=g)]
+            x = down_up(x, torch.where(down, scale.clamp_min(1.1), scale), modes)
+        noisy = stages[:, 2]
+        poisson = noisy & _bernoulli(n, cfg.p_poisson, g)
+        gnoise = noisy & ~poisson
+        if gnoise.any():
+            sig = _uniform(n, *cfg.noise_sigma, g, dev)
+            x = torch.where(gnoise.to(dev)[:, None, None, None], gaussian_noise(x, sig, g), x)
+        if poisson.any():
+            sc = _uniform(n, *cfg.poisson_scale, g, dev)
+            x = torch.where(poisson.to(dev)[:, None, None, None], poisson_noise(x, sc, g), x)
+        jpeg = stages[:, 3]
+        if jpeg.any():
+            q = torch.randint(cfg.jpeg_quality[0], cfg.jpeg_quality[1] + 1, (n,), generator=g)
+            backend = cfg.jpeg_backend if cfg.jpeg_backend != "auto" else ("pil" if dev.type == "cpu" else "kornia")
+            codec = jpeg_pil if backend == "pil" else jpeg_kornia
+            idx = jpeg.nonzero().flatten()
+            x = x.clone()
+            x[idx.to(dev)] = codec(x[idx.to(dev)], q[idx])
+        return x.clamp(0, 1).to(hq.dtype)

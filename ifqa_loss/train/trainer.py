@@ -1,0 +1,285 @@
+"""IFQA adversarial training: a restoration generator against a per-pixel U-Net discriminator.
+
+Per step: HQ faces (real, label 1) are degraded; the generator restores them; restored faces, plus a share
+of raw degraded ones, are the fakes (label 0). Facial primary region swap (FPRS) pastes the eyes/nose/mouth
+of a fake into its HQ twin and the reverse, with per-pixel labels following each pixel's source. The
+discriminator's per-pixel BCE puts ``1 + primary_weight`` on primary-region pixels. The generator minimises
+L1 plus an adversarial term from the discriminator's map.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+
+from ..models import LITE_BOTTLENECK, LITE_WIDTHS, build_model
+from ..regions import region_masks
+from ..weights import save_official, save_weights
+from .data import FaceSet, read_name_list
+from .degradations import DegradationConfig, Degrader
+from .generator import RestorationUNet
+
+LICENCE_NOTE = ("Trained on SCUT-FBP5500 faces (non-commercial research licence): these weights inherit the "
+                "data's NON-COMMERCIAL terms. Research and evaluation use only.")
+
+
+@dataclass
+class TrainConfig:
+    data: str
+    out: str
+    landmarks: str | None = None
+    val_list: str | None = None
+    arch: str = "lite"
+    steps: int = 2000
+    batch_size: int = 8
+    lr_d: float = 2e-4
+    lr_g: float = 2e-4
+    adv_weight: float = 0.02
+    primary_weight: float = 2.0
+    fprs_prob: float = 0.5
+    raw_fake_frac: float = 0.5
+    val_every: int = 250
+    val_images: int = 64
+    ckpt_every: int = 100
+    seed: int = 0
+    device: str = "cpu"
+    limit: int | None = None
+    resume: bool = True
+    export_official: bool = False
+    generator_width: int = 16
+    widths: list[int] | None = None
+    num_bottleneck: int | None = None
+    degradation: dict = field(default_factory=dict)
+
+
+def _dist_info() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _setup_distributed(device: str) -> None:
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device.startswith("cuda") else "gloo")
+
+
+def _arch_config(cfg: TrainConfig) -> dict:
+    if cfg.arch == "cnn":
+        return {}
+    if cfg.arch != "lite":
+        raise ValueError(f"--arch must be 'lite' or 'cnn', got {cfg.arch!r}")
+    return {"widths": list(cfg.widths or LITE_WIDTHS), "num_bottleneck": cfg.num_bottleneck if cfg.num_bottleneck
+            is not None else LITE_BOTTLENECK}
+
+
+class _Logits(nn.Module):
+    """Wraps a discriminator so DDP sees the logits as its forward."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net.forward_logits(x)
+
+
+def discriminator_batch(hq: torch.Tensor, fake: torch.Tensor, masks: torch.Tensor, swap: torch.Tensor):
+    """Inputs and per-pixel labels for one discriminator step, FPRS included.
+
+    Args:
+        hq, fake: (B, 3, H, W) aligned twins. masks: (B, 1, H, W) primary regions. swap: (B,) bool.
+    Returns:
+        images (M, 3, H, W), labels (M, 1, H, W), region masks (M, 1, H, W).
+    """
+    ones = torch.ones_like(masks)
+    imgs, labels, regions = [hq, fake], [ones, torch.zeros_like(masks)], [masks, masks]
+    if swap.any():
+        m, h, f = masks[swap], hq[swap], fake[swap]
+        imgs += [h * (1 - m) + f * m, f * (1 - m) + h * m]  # fake regions in HQ face, HQ regions in fake face
+        labels += [1 - m, m]
+        regions += [m, m]
+    return torch.cat(imgs), torch.cat(labels), torch.cat(regions)
+
+
+@torch.no_grad()
+def validate(d: nn.Module, val: FaceSet, device: torch.device, n: int, seed: int = 1234, batch: int = 16) -> dict:
+    """Mean score of held-out HQ faces and of fixed-seed degraded twins, and the AUC separating them."""
+    net = (d.module if hasattr(d, "module") else d).net
+    was_training = net.training
+    net.eval()
+    degrader = Degrader(seed=seed)
+    hq_scores, lq_scores = [], []
+    for start in range(0, min(n, len(val)), batch):
+        idx = torch.arange(start, min(start + batch, n, len(val)))
+        hq, _ = val.batch(idx, device)
+        lq = degrader(hq)
+        hq_scores.append(net(hq * 2 - 1).mean(dim=(1, 2, 3)).cpu())
+        lq_scores.append(net(lq * 2 - 1).mean(dim=(1, 2, 3)).cpu())
+    net.train(was_training)
+    hq_s, lq_s = torch.cat(hq_scores), torch.cat(lq_scores)
+    auc = (hq_s[:, None] > lq_s[None, :]).float().mean() + 0.5 * (hq_s[:, None] == lq_s[None, :]).float().mean()
+    return {"val_hq_score": float(hq_s.mean()), "val_lq_score": float(lq_s.mean()), "val_auc": float(auc),
+            "val_images": int(hq_s.numel())}
+
+
+def train(cfg: TrainConfig, progress: bool = True) -> dict:
+    """Run (or resume) training; returns the model card written next to the weights."""
+    _setup_distributed(cfg.device)
+    rank, world = _dist_info()
+    device = torch.device(cfg.device if not cfg.device.startswith("cuda") or world == 1 else f"cuda:{rank}")
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(cfg.seed)
+    held_out = read_name_list(cfg.val_list)
+    train_set = FaceSet(cfg.data, cfg.landmarks, exclude=held_out, limit=cfg.limit)
+    val_set = FaceSet(cfg.data, cfg.landmarks, include=held_out, limit=cfg.val_images) if held_out else None
+
+    arch_cfg = _arch_config(cfg)
+    d_net = build_model(cfg.arch, **arch_cfg).to(device)
+    g_net = RestorationUNet(cfg.generator_width).to(device)
+    d_model: nn.Module = _Logits(d_net)
+    g_model: nn.Module = g_net
+    if world > 1:
+        ids = [device.index] if device.type == "cuda" else None
+        d_model = nn.parallel.DistributedDataParallel(d_model, device_ids=ids)
+        g_model = nn.parallel.DistributedDataParallel(g_model, device_ids=ids)
+    opt_d = torch.optim.Adam(d_net.parameters(), lr=cfg.lr_d, betas=(0.5, 0.999))
+    opt_g = torch.optim.Adam(g_net.parameters(), lr=cfg.lr_g, betas=(0.5, 0.999))
+    gen = torch.Generator().manual_seed(cfg.seed * 1000 + rank)
+    degrader = Degrader(DegradationConfig(**cfg.degradation), seed=cfg.seed * 1000 + rank + 1)
+
+    ckpt_path = out / "checkpoint.pt"
+    step, elapsed, history = 0, 0.0, []
+    if cfg.resume and ckpt_path.is_file():
+        ck = torch.load(ckpt_path, map_location=device, weights_only=True)
+        d_net.load_state_dict(ck["d"])
+        g_net.load_state_dict(ck["g"])
+        opt_d.load_state_dict(ck["opt_d"])
+        opt_g.load_state_dict(ck["opt_g"])
+        step, elapsed = int(ck["step"]), float(ck["elapsed"])
+        gen.set_state(ck["gen"][rank] if rank < len(ck["gen"]) else ck["gen"][0])
+        degrader.gen.set_state(ck["deg"][rank] if rank < len(ck["deg"]) else ck["deg"][0])
+        history = json.loads(bytes(ck["history"].tolist()).decode()) if "history" in ck else []
+
+    bar = None
+    if progress and rank == 0:
+        from tqdm import tqdm
+
+        bar = tqdm(total=cfg.steps, initial=step, desc=f"train {cfg.arch}", dynamic_ncols=True)
+    t0 = time.perf_counter() - elapsed
+    d_net.train()
+    g_net.train()
+    while step < cfg.steps:
+        idx = torch.randint(0, len(train_set), (cfg.batch_size,), generator=gen)
+        flip = torch.rand(cfg.batch_size, generator=gen) < 0.5
+        hq, boxes = train_set.batch(idx, device, flip)
+        masks = region_masks(boxes, hq.shape[-1])
+        lq = degrader(hq)
+
+        restored = g_model(lq)
+        raw = (torch.rand(cfg.batch_size, generator=gen) < cfg.raw_fake_frac).to(device)
+        fake = torch.where(raw[:, None, None, None], lq, restored.detach())
+        swap = (torch.rand(cfg.batch_size, generator=gen) < cfg.fprs_prob).to(device)
+        imgs, labels, regions = discriminator_batch(hq, fake, masks, swap)
+        logits = d_model(imgs * 2 - 1)
+        weight = 1.0 + cfg.primary_weight * regions
+        loss_d = F.binary_cross_entropy_with_logits(logits, labels, weight=weight)
+        opt_d.zero_grad(set_to_none=True)
+        loss_d.backward()
+        opt_d.step()
+
+        d_net.requires_grad_(False)
+        adv = F.binary_cross_entropy_with_logits(d_net.forward_logits(restored * 2 - 1), torch.ones_like(masks),
+                                                 weight=1.0 + cfg.primary_weight * masks)
+        l1 = F.l1_loss(restored, hq)
+        loss_g = l1 + cfg.adv_weight * adv
+        opt_g.zero_grad(set_to_none=True)
+        loss_g.backward()
+        opt_g.step()
+        d_net.requires_grad_(True)
+        step += 1
+
+        if not all(math.isfinite(v) for v in (loss_d.item(), loss_g.item())):
+            raise FloatingPointError(f"training diverged at step {step}: loss_d={loss_d.item()}, loss_g={loss_g.item()}")
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(d=f"{loss_d.item():.3f}", l1=f"{l1.item():.3f}", adv=f"{adv.item():.3f}")
+        record = None
+        if val_set is not None and (step % cfg.val_every == 0 or step == cfg.steps):
+            record = {"step": step, **validate(d_model, val_set, device, cfg.val_images),
+                      "loss_d": loss_d.item(), "loss_l1": l1.item(), "loss_adv": adv.item()}
+            history.append(record)
+            if bar is not None:
+                bar.write(json.dumps(record))
+        if rank == 0 and (step % cfg.ckpt_every == 0 or step == cfg.steps):
+            _save_checkpoint(ckpt_path, d_net, g_net, opt_d, opt_g, step, time.perf_counter() - t0, gen, degrader,
+                             history, world)
+        elif world > 1 and (step % cfg.ckpt_every == 0 or step == cfg.steps):
+            _gather_rng(gen, degrader, world)
+    if bar is not None:
+        bar.close()
+    wall = time.perf_counter() - t0
+    card = {}
+    if rank == 0:
+        card = _export(cfg, d_net, g_net, arch_cfg, train_set, val_set, step, wall, history)
+    if world > 1:
+        dist.barrier()
+    return card
+
+
+def _gather_rng(gen: torch.Generator, degrader: Degrader, world: int) -> list[list[torch.Tensor]]:
+    states = [gen.get_state(), degrader.gen.get_state()]
+    if world == 1:
+        return [[states[0]], [states[1]]]
+    out = []
+    for s in states:
+        bucket = [torch.empty_like(s) for _ in range(world)]
+        dist.all_gather(bucket, s)
+        out.append(bucket)
+    return out
+
+
+def _save_checkpoint(path: Path, d_net, g_net, opt_d, opt_g, step, elapsed, gen, degrader, history, world) -> None:
+    gens, degs = _gather_rng(gen, degrader, world)
+    ck = {"d": d_net.state_dict(), "g": g_net.state_dict(), "opt_d": opt_d.state_dict(), "opt_g": opt_g.state_dict(),
+          "step": step, "elapsed": elapsed, "gen": gens, "deg": degs,
+          "history": torch.tensor(list(json.dumps(history).encode()), dtype=torch.uint8)}
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(ck, tmp)
+    os.replace(tmp, path)
+
+
+def _export(cfg: TrainConfig, d_net, g_net, arch_cfg, train_set, val_set, step, wall, history) -> dict:
+    out = Path(cfg.out)
+    name = f"ifqa-{cfg.arch}"
+    d_net.eval()
+    weights_path = out / f"{name}.safetensors"
+    sha = save_weights(d_net, weights_path, cfg.arch, arch_cfg, {"ifqa.licence": LICENCE_NOTE, "ifqa.steps": str(step)})
+    g_sha = save_weights(g_net, out / "generator.safetensors", "generator", {"width": cfg.generator_width})
+    card = {
+        "name": name, "file": weights_path.name, "sha256": sha, "backbone": cfg.arch, "config": arch_cfg,
+        "parameters": sum(p.numel() for p in d_net.parameters()),
+        "data": {"folder": str(cfg.data), "train_images": len(train_set), "with_landmarks": train_set.with_landmarks,
+                 "val_list": cfg.val_list, "val_images": len(val_set) if val_set is not None else 0},
+        "training": {k: v for k, v in asdict(cfg).items() if k not in ("data", "out")},
+        "steps": step, "wall_time_s": round(wall, 1), "device": cfg.device, "torch": torch.__version__,
+        "validation": history[-1] if history else None, "history": history,
+        "generator": {"file": "generator.safetensors", "sha256": g_sha},
+        "licence": LICENCE_NOTE,
+        "description": f"IFQA {cfg.arch} discriminator trained with ifqa-loss's recipe (degradations, generator, FPRS).",
+    }
+    if cfg.export_official:
+        if cfg.arch != "cnn":
+            raise ValueError("the official {'D': state_dict} format exists only for --arch cnn")
+        card["official_file"] = "IFQA_Metric.pth"
+        card["official_sha256"] = save_official(d_net, out / "IFQA_Metric.pth")
+    (out / f"{name}.json").write_text(json.dumps(card, indent=1))
+    return card
