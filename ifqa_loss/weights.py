@@ -183,18 +183,28 @@ def _torch_load_tensors_only(path: Path) -> object:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-        raise WeightsError(
-            f"{os.fspath(path)}: refused to load: the file holds Python objects other than tensors, and loading "
-            f"it would run code from the file ({first}). Only tensor checkpoints are accepted; convert trusted "
-            "files to .safetensors."
-        ) from None
+        reason = _unpickling_reason(str(e))
+        if "GLOBAL" in reason or "global" in reason:
+            raise WeightsError(
+                f"{os.fspath(path)}: refused to load: the file holds Python objects other than tensors ({reason}), "
+                "and unpickling it could run code from the file. Only tensor checkpoints are accepted; if you trust "
+                "the file, convert it to .safetensors."
+            ) from None
+        raise WeightsError(f"{os.fspath(path)}: not a readable PyTorch checkpoint, corrupt or truncated ({reason})") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError, KeyError, AttributeError) as e:
         raise WeightsError(f"{os.fspath(path)}: not a readable PyTorch checkpoint, truncated or corrupt ({e})") from None
 
 
+def _unpickling_reason(message: str) -> str:
+    """The informative line of torch's weights-only error, without its generic banner and advice."""
+    lines = [ln.strip() for ln in message.splitlines() if ln.strip()]
+    skip = ("Weights only load failed", "Check the documentation", "Please file an issue")
+    useful = [ln for ln in lines if not ln.startswith(skip)]
+    return useful[0] if useful else "unreadable pickle data"
+
+
 def _unwrap(obj: object, path: Path) -> dict[str, torch.Tensor]:
-    for key in ("D", "state_dict", "model"):
+    for key in ("D", "state_dict", "model", "d"):  # "d": an `ifqa train` checkpoint
         if isinstance(obj, Mapping) and key in obj and isinstance(obj[key], Mapping):
             obj = obj[key]
             break

@@ -1,0 +1,69 @@
+"""Training recipe: degradations, FPRS batches, and a smoke run of `ifqa train` whose weights reload."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from ifqa_loss import IFQA
+from ifqa_loss.cli import main
+from ifqa_loss.regions import region_masks, template_boxes
+from ifqa_loss.train.degradations import DegradationConfig, Degrader
+from ifqa_loss.train.trainer import discriminator_batch
+
+FACES = Path(__file__).resolve().parents[2] / "shared" / "data" / "faces256"
+
+
+def test_degrader_is_seeded_in_range_and_degrades():
+    x = torch.rand(6, 3, 64, 64)
+    a, b = Degrader(seed=3)(x), Degrader(seed=3)(x)
+    assert torch.equal(a, b)
+    assert a.shape == x.shape and a.min() >= 0 and a.max() <= 1
+    assert ((a - x).abs().mean(dim=(1, 2, 3)) > 1e-4).all(), "every sample gets at least one degradation"
+    assert not torch.equal(Degrader(seed=4)(x), a)
+
+
+@pytest.mark.parametrize("stage", ["blur", "down", "noise", "jpeg"])
+def test_each_degradation_stage_alone(stage):
+    probs = {k: 0.0 for k in ("p_blur", "p_down", "p_noise", "p_jpeg")}
+    probs[f"p_{stage}"] = 1.0
+    x = torch.linspace(0, 1, 64).expand(2, 3, 64, 64).contiguous()
+    y = Degrader(DegradationConfig(**probs), seed=0)(x)
+    assert (y - x).abs().mean() > 1e-3
+
+
+def test_fprs_labels_follow_pixel_source():
+    hq, fake = torch.ones(2, 3, 32, 32), torch.zeros(2, 3, 32, 32)
+    masks = region_masks(template_boxes(2), 32)
+    imgs, labels, regions = discriminator_batch(hq, fake, masks, torch.tensor([True, False]))
+    assert imgs.shape[0] == 6 and labels.shape == (6, 1, 32, 32) and regions.shape == labels.shape
+    # each pixel's label equals its source: HQ pixels are 1 (=image value here), fake pixels 0
+    assert torch.equal(labels, imgs[:, :1])
+    assert 0 < labels[4].mean() < 1 and 0 < labels[5].mean() < 1
+
+
+@pytest.mark.skipif(not FACES.is_dir(), reason="../shared/data/faces256 is absent (training data)")
+def test_train_smoke_reloads_and_resumes(tmp_path, capsys):
+    def args(steps):
+        return ["train", "--data", str(FACES / "images"), "--landmarks", str(FACES / "landmarks68.npz"),
+                "--val-list", str(FACES / "val.txt"), "--out", str(tmp_path), "--steps", str(steps),
+                "--batch-size", "2", "--limit", "6", "--val-every", "2", "--val-images", "4", "--ckpt-every", "1",
+                "--no-progress"]
+
+    assert main(args(2)) == 0
+    card = json.loads((tmp_path / "ifqa-lite.json").read_text())
+    assert card["steps"] == 2 and card["backbone"] == "lite" and "NON-COMMERCIAL" in card["licence"]
+    assert card["validation"]["val_images"] == 4 and 0 <= card["validation"]["val_auc"] <= 1
+    model = IFQA(weights=tmp_path / "ifqa-lite.safetensors")
+    assert model.backbone == "lite"
+    score = model(torch.rand(1, 3, 64, 64)).score
+    assert score.shape == (1,) and 0 <= float(score) <= 1
+    ck = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    assert int(ck["step"]) == 2
+    # resume to 3 steps: continues from the checkpoint instead of starting over
+    assert main(args(3)) == 0
+    card = json.loads((tmp_path / "ifqa-lite.json").read_text())
+    assert card["steps"] == 3
+    assert [h["step"] for h in card["history"]] == [2, 3]
