@@ -1,6 +1,6 @@
 """``ifqa`` command line: ``ifqa score`` rates face images, ``ifqa train`` trains a model.
 
-Exit status: 0 success, 1 when any file failed, 2 for usage errors.
+Exit status: 0 success, 1 when any file failed, 2 for usage errors, 130 when interrupted (Ctrl-C).
 """
 from __future__ import annotations
 
@@ -58,6 +58,8 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--adv-weight", type=float, default=0.02)
     t.add_argument("--primary-weight", type=float, default=2.0)
     t.add_argument("--fprs-prob", type=float, default=0.5)
+    t.add_argument("--cutmix-prob", type=float, default=0.25)
+    t.add_argument("--no-augment", action="store_true", help="no colour/zoom augmentation of real faces")
     t.add_argument("--raw-fake-frac", type=float, default=0.5)
     t.add_argument("--val-every", type=int, default=250)
     t.add_argument("--val-images", type=int, default=64)
@@ -104,7 +106,8 @@ def find_images(paths: list[str], recursive: bool) -> tuple[list[str], list[tupl
                 dirs.sort()
                 for n in names:
                     f = Path(root) / n
-                    if f.suffix.lower() in IMAGE_SUFFIXES and (f.is_file() or f.is_symlink()):
+                    # a symlink to a folder is skipped (as os.walk does); dangling or looping links are reported
+                    if f.suffix.lower() in IMAGE_SUFFIXES and (f.is_file() or (f.is_symlink() and not f.is_dir())):
                         found.append(str(f))
             files.extend(sorted(found))
         elif path.exists() or path.is_symlink():
@@ -154,14 +157,22 @@ def score_command(args) -> int:
         raise UsageError("--batch-size must be >= 1")
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise UsageError(f"--device {args.device}: CUDA is not available")
+    maps_dir = Path(args.save_maps) if args.save_maps else None
+    if maps_dir is not None:  # check the outputs before scoring, not after
+        try:
+            maps_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise UsageError(f"--save-maps {maps_dir}: cannot create the folder ({e.strerror or e})") from None
+        _check_writable(maps_dir, "--save-maps")
+    if args.csv:
+        if Path(args.csv).is_dir():
+            raise UsageError(f"--csv {args.csv}: is a directory")
+        _check_writable(Path(args.csv).parent, "--csv")
     files, problems = find_images(args.paths, args.recursive)
     try:
         model = IFQA(backbone=args.backbone, weights=args.weights).to(args.device)
     except (WeightsError, ValueError, TypeError) as e:
         raise UsageError(str(e)) from None
-    maps_dir = Path(args.save_maps) if args.save_maps else None
-    if maps_dir is not None:
-        maps_dir.mkdir(parents=True, exist_ok=True)
     inputs = {os.path.realpath(f) for f in files}
     used_stems: set[str] = set()
     for path, why in problems:
@@ -177,6 +188,7 @@ def score_command(args) -> int:
     batch: list[tuple[str, torch.Tensor]] = []
 
     def flush() -> None:
+        nonlocal failed
         if not batch:
             return
         x = torch.cat([to_model_input(img.to(args.device)[None].float().div_(255), model.backbone) for _, img in batch])
@@ -186,7 +198,11 @@ def score_command(args) -> int:
         for (path, img), s, m in zip(batch, scores, qmap):
             results.append({"path": path, "score": s})
             if maps_dir is not None:
-                _save_map(maps_dir, path, m, x, img, used_stems, inputs, model.backbone)
+                try:
+                    _save_map(maps_dir, path, m, x, img, used_stems, inputs, model.backbone)
+                except OSError as e:  # e.g. disk full: this file failed, the run goes on
+                    failed += 1
+                    print(f"ifqa: {path}: cannot write its map to {maps_dir} ({e})", file=sys.stderr)
         if bar is not None:
             bar.update(len(batch))
         batch.clear()
@@ -206,8 +222,25 @@ def score_command(args) -> int:
     finally:
         if bar is not None:
             bar.close()
-    _write_results(results, args)
+    try:
+        _write_results(results, args)
+    except OSError as e:
+        print(f"ifqa: error: cannot write the results to {args.csv or 'stdout'}: {e}", file=sys.stderr)
+        return EXIT_FAILED
     return EXIT_FAILED if failed else EXIT_OK
+
+
+def _check_writable(folder: Path, option: str) -> None:
+    """Raise ``UsageError`` unless a file can be created in ``folder`` (tried, not guessed from permissions)."""
+    folder = folder if str(folder) else Path(".")
+    if not folder.is_dir():
+        why = "is not a directory" if folder.exists() else "does not exist"
+        raise UsageError(f"{option}: folder {folder} {why}")
+    try:
+        with tempfile.TemporaryFile(dir=folder, prefix=".ifqa-write-test."):
+            pass
+    except OSError as e:
+        raise UsageError(f"{option}: cannot write in {folder} ({e.strerror or e})") from None
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
@@ -275,7 +308,7 @@ def train_command(args) -> int:
     cfg = TrainConfig(
         data=args.data, out=args.out, landmarks=args.landmarks, val_list=args.val_list, arch=args.arch,
         steps=args.steps, batch_size=args.batch_size, lr_d=args.lr_d, lr_g=args.lr_g, adv_weight=args.adv_weight,
-        primary_weight=args.primary_weight, fprs_prob=args.fprs_prob, raw_fake_frac=args.raw_fake_frac,
+        primary_weight=args.primary_weight, fprs_prob=args.fprs_prob, cutmix_prob=args.cutmix_prob, augment=not args.no_augment, raw_fake_frac=args.raw_fake_frac,
         val_every=args.val_every, val_images=args.val_images, ckpt_every=args.ckpt_every, seed=args.seed,
         device=args.device, limit=args.limit, resume=not args.no_resume, export_official=args.export_official,
     )

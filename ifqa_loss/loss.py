@@ -18,6 +18,8 @@ class IFQALoss(nn.Module):
 
     The quality network is frozen and stays in eval mode; gradients flow only to the input.
     Inputs are not range-checked, so a generator that slightly overshoots ``input_range`` is fine.
+    The network is kept out of the module tree: a model holding this loss gets no extra parameters or
+    ``state_dict`` entries (no 420 MB of frozen ``cnn`` weights in your checkpoints); ``.to()`` still moves it.
 
     Args:
         backbone, weights, input_range: as for :class:`~ifqa_loss.IFQA`.
@@ -55,7 +57,17 @@ class IFQALoss(nn.Module):
         else:
             self.weight_map = None
         self.reduction = reduction
-        self.ifqa = IFQA(backbone, weights, input_range=input_range, check_finite=check_finite)
+        object.__setattr__(self, "_ifqa", IFQA(backbone, weights, input_range=input_range, check_finite=check_finite))
+
+    @property
+    def ifqa(self) -> IFQA:
+        """The frozen :class:`~ifqa_loss.IFQA` model."""
+        return self._ifqa
+
+    def _apply(self, fn, *args, **kwargs):  # move/cast the hidden model with the loss
+        super()._apply(fn, *args, **kwargs)
+        self._ifqa._apply(fn)
+        return self
 
     def train(self, mode: bool = True) -> "IFQALoss":
         return super().train(False)

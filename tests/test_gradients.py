@@ -45,7 +45,8 @@ def test_input_gradients_finite_and_nonzero(lite_weights, x01, plain_losses):
     assert torch.isfinite(grad).all()
     assert (grad.flatten(1).abs().amax(1) > 0).all()  # every image gets its own non-zero gradient
     # the network is frozen: no parameter requires or receives a gradient
-    params = list(loss_fn.parameters())
+    assert list(loss_fn.parameters()) == [] and not loss_fn.state_dict()  # kept out of the module tree
+    params = list(loss_fn.ifqa.parameters())
     assert len(params) > 50
     assert all(not p.requires_grad for p in params)
     loss_fn(x01.clone().requires_grad_(True)).backward()  # a second step
@@ -60,8 +61,8 @@ def test_input_gradients_cnn(cnn_ckpt):
     loss, grad = _input_grad(loss_fn, x)
     assert torch.isfinite(loss) and 0.0 <= loss.item() <= 1.0
     assert torch.isfinite(grad).all() and grad.abs().max() > 0
-    params = list(loss_fn.parameters())
-    assert all(p.grad is None and not p.requires_grad for p in params)
+    params = list(loss_fn.ifqa.parameters())
+    assert params and all(p.grad is None and not p.requires_grad for p in params)
 
 
 def test_gradient_matches_finite_differences(lite_weights):
@@ -96,13 +97,13 @@ def test_parent_train_keeps_ifqa_in_eval(lite_weights):
     parent.eval()
     parent.train()
     assert parent.training and parent.body.training and parent.body[1].training  # .train() did propagate
-    ifqa_modules = list(parent.criterion.modules())
+    ifqa_modules = list(parent.criterion.ifqa.modules())
     assert len(ifqa_modules) > 10
     assert all(not m.training for m in ifqa_modules), [type(m).__name__ for m in ifqa_modules if m.training]
     # calling .train() on the loss or the IFQA wrapper directly does not flip them either
     parent.criterion.train()
     parent.criterion.ifqa.train(True)
-    assert all(not m.training for m in parent.criterion.modules())
+    assert all(not m.training for m in parent.criterion.ifqa.modules())
     assert parent.body.training
 
 

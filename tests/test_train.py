@@ -67,3 +67,30 @@ def test_train_smoke_reloads_and_resumes(tmp_path, capsys):
     card = json.loads((tmp_path / "ifqa-lite.json").read_text())
     assert card["steps"] == 3
     assert [h["step"] for h in card["history"]] == [2, 3]
+
+
+def test_zoom_moves_region_boxes_with_the_image():
+    from ifqa_loss.train.augment import random_zoom
+
+    x = torch.zeros(3, 3, 128, 128)
+    boxes = torch.tensor([[[0.40, 0.40, 0.50, 0.50]]]).repeat(3, 1, 1)
+    x[:, :, 51:64, 51:64] = 1.0  # a bright square exactly at the box
+    y, moved = random_zoom(x, boxes, torch.Generator().manual_seed(0), max_zoom=1.3, max_shift=0.05)
+    inside = region_masks(torch.cat([moved[:, :, :2] + 0.02, moved[:, :, 2:] - 0.02], -1), 128)
+    assert not torch.equal(moved, boxes)
+    # the transformed box still sits on the bright square
+    assert (y[:, :1] * inside).sum() / inside.sum() > 0.9
+
+
+def test_cutmix_pairs_label_each_pixel_by_source():
+    from ifqa_loss.train.augment import random_boxes_mask
+
+    hq, fake = torch.ones(3, 3, 32, 32), torch.zeros(3, 3, 32, 32)
+    masks = region_masks(template_boxes(3), 32)
+    cut_masks = random_boxes_mask(3, 32, torch.Generator().manual_seed(0), "cpu")
+    assert ((cut_masks.mean(dim=(1, 2, 3)) > 0.03) & (cut_masks.mean(dim=(1, 2, 3)) < 0.35)).all()
+    imgs, labels, regions = discriminator_batch(hq, fake, masks, torch.zeros(3, dtype=torch.bool), cut_masks,
+                                                torch.tensor([True, True, False]))
+    assert imgs.shape[0] == 3 + 3 + 4
+    assert torch.equal(labels, imgs[:, :1])
+    assert torch.equal(regions[-4:], torch.cat([masks[:2], masks[:2]]))

@@ -2,7 +2,9 @@
 
 Per step: HQ faces (real, label 1) are degraded; the generator restores them; restored faces, plus a share
 of raw degraded ones, are the fakes (label 0). Facial primary region swap (FPRS) pastes the eyes/nose/mouth
-of a fake into its HQ twin and the reverse, with per-pixel labels following each pixel's source. The
+of a fake into its HQ twin and the reverse, with per-pixel labels following each pixel's source; CutMix does
+the same with random rectangles, so every part of the face is judged locally. Real faces get colour and
+zoom augmentations before degradation, so identity and framing do not predict the label. The
 discriminator's per-pixel BCE puts ``1 + primary_weight`` on primary-region pixels. The generator minimises
 L1 plus an adversarial term from the discriminator's map.
 """
@@ -23,6 +25,7 @@ from torch import nn
 from ..models import LITE_BOTTLENECK, LITE_WIDTHS, build_model
 from ..regions import region_masks
 from ..weights import save_official, save_weights
+from .augment import random_boxes_mask, random_color, random_zoom
 from .data import FaceSet, read_name_list
 from .degradations import DegradationConfig, Degrader
 from .generator import RestorationUNet
@@ -45,6 +48,8 @@ class TrainConfig:
     adv_weight: float = 0.02
     primary_weight: float = 2.0
     fprs_prob: float = 0.5
+    cutmix_prob: float = 0.25
+    augment: bool = True
     raw_fake_frac: float = 0.5
     val_every: int = 250
     val_images: int = 64
@@ -91,21 +96,24 @@ class _Logits(nn.Module):
         return self.net.forward_logits(x)
 
 
-def discriminator_batch(hq: torch.Tensor, fake: torch.Tensor, masks: torch.Tensor, swap: torch.Tensor):
-    """Inputs and per-pixel labels for one discriminator step, FPRS included.
+def discriminator_batch(hq: torch.Tensor, fake: torch.Tensor, masks: torch.Tensor, swap: torch.Tensor,
+                        cut_masks: torch.Tensor | None = None, cut: torch.Tensor | None = None):
+    """Inputs and per-pixel labels for one discriminator step, FPRS (and optional CutMix) included.
 
     Args:
-        hq, fake: (B, 3, H, W) aligned twins. masks: (B, 1, H, W) primary regions. swap: (B,) bool.
+        hq, fake: (B, 3, H, W) aligned twins. masks: (B, 1, H, W) primary regions. swap: (B,) bool: FPRS.
+        cut_masks: (B, 1, H, W) random rectangles; cut: (B,) bool: which samples also get a CutMix pair.
     Returns:
-        images (M, 3, H, W), labels (M, 1, H, W), region masks (M, 1, H, W).
+        images (M, 3, H, W), labels (M, 1, H, W), primary-region masks (M, 1, H, W).
     """
-    ones = torch.ones_like(masks)
-    imgs, labels, regions = [hq, fake], [ones, torch.zeros_like(masks)], [masks, masks]
-    if swap.any():
-        m, h, f = masks[swap], hq[swap], fake[swap]
-        imgs += [h * (1 - m) + f * m, f * (1 - m) + h * m]  # fake regions in HQ face, HQ regions in fake face
+    imgs, labels, regions = [hq, fake], [torch.ones_like(masks), torch.zeros_like(masks)], [masks, masks]
+    for sel, mix in ((swap, masks), (cut, cut_masks)):
+        if sel is None or not sel.any():
+            continue
+        m, h, f = mix[sel], hq[sel], fake[sel]
+        imgs += [h * (1 - m) + f * m, f * (1 - m) + h * m]  # fake pixels in the HQ face, HQ pixels in the fake
         labels += [1 - m, m]
-        regions += [m, m]
+        regions += [masks[sel], masks[sel]]
     return torch.cat(imgs), torch.cat(labels), torch.cat(regions)
 
 
@@ -181,6 +189,9 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
         idx = torch.randint(0, len(train_set), (cfg.batch_size,), generator=gen)
         flip = torch.rand(cfg.batch_size, generator=gen) < 0.5
         hq, boxes = train_set.batch(idx, device, flip)
+        if cfg.augment:
+            hq, boxes = random_zoom(hq, boxes, gen)
+            hq = random_color(hq, gen)
         masks = region_masks(boxes, hq.shape[-1])
         lq = degrader(hq)
 
@@ -188,7 +199,9 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
         raw = (torch.rand(cfg.batch_size, generator=gen) < cfg.raw_fake_frac).to(device)
         fake = torch.where(raw[:, None, None, None], lq, restored.detach())
         swap = (torch.rand(cfg.batch_size, generator=gen) < cfg.fprs_prob).to(device)
-        imgs, labels, regions = discriminator_batch(hq, fake, masks, swap)
+        cut = (torch.rand(cfg.batch_size, generator=gen) < cfg.cutmix_prob).to(device)
+        cut_masks = random_boxes_mask(cfg.batch_size, hq.shape[-1], gen, device)
+        imgs, labels, regions = discriminator_batch(hq, fake, masks, swap, cut_masks, cut)
         logits = d_model(imgs * 2 - 1)
         weight = 1.0 + cfg.primary_weight * regions
         loss_d = F.binary_cross_entropy_with_logits(logits, labels, weight=weight)
