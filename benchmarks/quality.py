@@ -149,9 +149,13 @@ def make_scorers(weights, backbone, device):
 
 
 def control_boxes(boxes: torch.Tensor) -> torch.Tensor:
-    """Same-size boxes on non-primary facial skin: eyes -> forehead, nose -> a cheek, mouth -> the chin."""
-    shifts = torch.tensor([[0.0, -0.16], [0.0, -0.16], [0.20, 0.0], [0.0, 0.14]])
-    return boxes + shifts.repeat(1, 2)[None]
+    """Same-size boxes on non-primary facial skin, scaled by the inter-ocular distance d:
+    eyes -> forehead (up 0.6 d), nose -> right cheek (right 0.6 d), mouth -> chin (down 0.45 d)."""
+    eye_l = (boxes[:, 0, :2] + boxes[:, 0, 2:]) / 2
+    eye_r = (boxes[:, 1, :2] + boxes[:, 1, 2:]) / 2
+    d = (eye_r - eye_l).norm(dim=1)[:, None]
+    unit = torch.tensor([[0.0, -0.6], [0.0, -0.6], [0.6, 0.0], [0.0, 0.45]])[None]
+    return boxes + (unit * d[:, :, None]).repeat(1, 1, 2)
 
 
 def main() -> None:

@@ -107,7 +107,7 @@ def main() -> None:
             top.imshow(batch[j].permute(1, 2, 0).numpy())
             top.set_title(label, fontsize=8)
             bottom.imshow(heat[j].permute(1, 2, 0).numpy())
-            bottom.set_title(f"IFQA {float(res.score[j]):.3f}", fontsize=8)
+            bottom.set_xlabel(f"IFQA {float(res.score[j]):.3f}", fontsize=9)
             for a in (top, bottom):
                 a.set_xticks([])
                 a.set_yticks([])

@@ -79,6 +79,9 @@ class IFQA(nn.Module):
             x = x.to(param.dtype)
         qmap = self.net(self.preprocess(x)).float()
         score = qmap.mean(dim=(1, 2, 3))
+        if self.check_finite and not bool(torch.isfinite(score).all()):
+            raise ValueError("the network output is not finite: input values far outside input_range "
+                             f"{self.input_range} overflow float32; check the input_range and the image values")
         if self.upsample_map and qmap.shape[-2:] != x.shape[-2:]:
             qmap = F.interpolate(qmap, size=x.shape[-2:], mode="bilinear", align_corners=False)
         return IFQAOutput(score, qmap)

@@ -25,6 +25,9 @@ def check_input_range(input_range: Sequence[float]) -> tuple[float, float]:
         raise ValueError(f"input_range must be a pair (low, high) of numbers, got {input_range!r}") from None
     if not (math.isfinite(lo) and math.isfinite(hi)) or hi <= lo:
         raise ValueError(f"input_range must be finite with low < high, got ({lo}, {hi})")
+    if not 1e-6 <= hi - lo <= 1e12 or max(abs(lo), abs(hi)) > 1e12:
+        raise ValueError(f"input_range ({lo:g}, {hi:g}) is outside what float32 images can use: the span must be "
+                         "between 1e-6 and 1e12 and the bounds within +-1e12")
     return lo, hi
 
 
@@ -35,6 +38,8 @@ def check_images(x: torch.Tensor, name: str = "input", check_finite: bool = True
     """
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor of shape (N, 3, H, W), got {type(x).__name__}")
+    if x.layout != torch.strided or x.is_meta:
+        raise TypeError(f"{name} must be a dense tensor with data, got layout {x.layout} on device {x.device}")
     if not x.is_floating_point():
         hint = " (for uint8 images use x.float() / 255 with input_range=(0, 1))" if x.dtype == torch.uint8 else ""
         raise TypeError(f"{name} must be a floating-point tensor, got dtype {x.dtype}{hint}")
@@ -112,10 +117,15 @@ def load_image(path: str | os.PathLike, apply_exif: bool = False) -> torch.Tenso
     to 8 bits. EXIF orientation is ignored by default, like the official script (so scores
     match it); pass ``apply_exif=True`` to rotate camera photos upright first.
     """
+    import warnings
+
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     try:
-        with Image.open(path) as img:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)  # > ~89 Mpx: refuse, don't decode
+            img = Image.open(path)
+        with img:
             img.load()
             if apply_exif:
                 img = ImageOps.exif_transpose(img)
@@ -128,7 +138,7 @@ def load_image(path: str | os.PathLike, apply_exif: bool = False) -> torch.Tenso
         raise ImageDecodeError(f"{os.fspath(path)}: permission denied") from None
     except UnidentifiedImageError:
         raise ImageDecodeError(f"{os.fspath(path)}: not a recognised image format") from None
-    except Image.DecompressionBombError as e:
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise ImageDecodeError(f"{os.fspath(path)}: refused, too many pixels ({e})") from None
     except (OSError, SyntaxError, ValueError, EOFError, MemoryError) as e:
         raise ImageDecodeError(f"{os.fspath(path)}: corrupt or truncated image ({e})") from None
