@@ -22,7 +22,7 @@ from torch import nn
 from .models import BACKBONES, CNN_WIDTHS, build_model
 from .models.unet import CNN_BOTTLENECK
 
-PACKAGE_WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+PACKAGE_WEIGHTS_DIR = Path(__file__).resolve().parent / "bundled"
 OFFICIAL_WEIGHTS_HELP = (
     "The official IFQA weights (IFQA_Metric.pth for backbone 'cnn', IFQA++_Metric.pth for 'vit') are linked "
     "from the README of https://github.com/AIM-SKKU/IFQA (Google Drive). Download one and pass its path, e.g. "

@@ -476,7 +476,9 @@ def test_real_sigint_exits_130_and_leaves_no_partial_files(lite_weights, tmp_pat
     maps, csv_path = tmp_path / "maps", tmp_path / "scores.csv"
     proc = subprocess.Popen([sys.executable, "-m", "ifqa_loss", "score", str(d), "--weights", str(lite_weights),
                              "--batch-size", "1", "--no-progress", "--save-maps", str(maps), "--csv", str(csv_path)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(), cwd=str(REPO))
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(), cwd=str(REPO),
+                            # a CI job started in the background inherits SIGINT=ignored; give the child the default
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.monotonic() + 240
         while time.monotonic() < deadline and proc.poll() is None:

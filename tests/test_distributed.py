@@ -34,9 +34,12 @@ def _metric_worker(rank: int, world: int, port: int, weights: str, images: torch
         metric = IFQAMetric(weights=weights)
         for lo, hi in shards[rank]:
             metric.update(images[lo:hi])
-        value = metric.compute()
+        value = metric.compute()  # synced across ranks, then local states are restored
+        metric.sync()
+        count = int(metric.count)
+        metric.unsync()
         if rank == 0:
-            Path(out).write_text(json.dumps({"value": float(value), "count": int(metric.count)}))
+            Path(out).write_text(json.dumps({"value": float(value), "count": count, "local": int(metric.count)}))
     finally:
         dist.destroy_process_group()
 
@@ -53,7 +56,7 @@ def test_metric_distributed_equals_single_process(lite_weights, tmp_path):
     out = tmp_path / "result.json"
     mp.spawn(_metric_worker, args=(2, _free_port(), str(lite_weights), images, shards, str(out)), nprocs=2, join=True)
     result = json.loads(out.read_text())
-    assert result["count"] == 7
+    assert result["count"] == 7 and result["local"] == 5
     assert result["value"] == pytest.approx(expected, abs=1e-6)
 
 
