@@ -11,7 +11,6 @@ import json
 import os
 import sys
 import tempfile
-import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Iterator
@@ -119,16 +118,12 @@ def find_images(paths: list[str], recursive: bool) -> tuple[list[str], list[tupl
 
 
 def _decode(path: str, apply_exif: bool):
-    from PIL import Image
-
     from .preprocess import ImageDecodeError, load_image
 
     try:
         return load_image(path, apply_exif=apply_exif), None
     except ImageDecodeError as e:
         return None, str(e)
-    except Image.DecompressionBombWarning as e:  # made an error by score_command
-        return None, f"{path}: refused, too many pixels ({e})"
     except Exception as e:  # noqa: BLE001 - a decoder bug must not stop the batch
         return None, f"{path}: cannot decode ({type(e).__name__}: {e})"
 
@@ -212,24 +207,18 @@ def score_command(args) -> int:
             bar.update(len(batch))
         batch.clear()
 
-    from PIL import Image
-
-    try:
-        with warnings.catch_warnings():
-            # PIL only warns between MAX_IMAGE_PIXELS (89 Mpx) and twice that, then decodes: an 80-byte GIF that
-            # declares 50629x2757 pixels would take GBs. Such files are refused (a per-file failure) instead.
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            for path, img, err in _prefetch(files, args.apply_exif, depth=2 * args.batch_size):
-                if err is not None:
-                    failed += 1
-                    print(f"ifqa: {err}", file=sys.stderr)
-                    if bar is not None:
-                        bar.update(1)
-                    continue
-                batch.append((path, img))
-                if len(batch) >= args.batch_size:
-                    flush()
-            flush()
+    try:  # load_image refuses pixel bombs (PIL's DecompressionBombWarning is an error there)
+        for path, img, err in _prefetch(files, args.apply_exif, depth=2 * args.batch_size):
+            if err is not None:
+                failed += 1
+                print(f"ifqa: {err}", file=sys.stderr)
+                if bar is not None:
+                    bar.update(1)
+                continue
+            batch.append((path, img))
+            if len(batch) >= args.batch_size:
+                flush()
+        flush()
     finally:
         if bar is not None:
             bar.close()
