@@ -32,7 +32,8 @@ class IFQA(nn.Module):
             ``None`` uses the bundled ``ifqa-lite``.
         input_range: the value range of the input images, e.g. ``(0, 1)`` or ``(-1, 1)``.
         upsample_map: return the map at the input's resolution (bilinear) instead of the native 256/224.
-        check_finite: reject NaN/Inf inputs with a clear error (costs one host sync per call).
+        check_finite: reject NaN/Inf inputs (and outputs that overflow) with a clear error; costs one host
+            sync per call, on the (N,) scores.
 
     Example:
         >>> import torch
@@ -70,7 +71,8 @@ class IFQA(nn.Module):
         return to_model_input(x, self.backbone, self.input_range)
 
     def forward(self, x: torch.Tensor) -> IFQAOutput:
-        check_images(x, check_finite=self.check_finite)
+        check_images(x, check_finite=False)  # NaN/Inf are caught below from the score: one sync, no extra pass
+        original = x
         param = next(self.net.parameters())
         if x.device != param.device:
             raise ValueError(f"input is on {x.device} but the IFQA model is on {param.device}; "
@@ -80,6 +82,7 @@ class IFQA(nn.Module):
         qmap = self.net(self.preprocess(x)).float()
         score = qmap.mean(dim=(1, 2, 3))
         if self.check_finite and not bool(torch.isfinite(score).all()):
+            check_images(original, check_finite=True)  # NaN/Inf in the input: raises, counting them
             raise ValueError("the network output is not finite: input values far outside input_range "
                              f"{self.input_range} overflow float32; check the input_range and the image values")
         if self.upsample_map and qmap.shape[-2:] != x.shape[-2:]:
