@@ -199,7 +199,7 @@ def score_command(args) -> int:
             results.append({"path": path, "score": s})
             if maps_dir is not None:
                 try:
-                    _save_map(maps_dir, path, m, x, img, used_stems, inputs, model.backbone)
+                    _save_map(maps_dir, path, m, img, used_stems, inputs)
                 except OSError as e:  # e.g. disk full: this file failed, the run goes on
                     failed += 1
                     print(f"ifqa: {path}: cannot write its map to {maps_dir} ({e})", file=sys.stderr)
@@ -266,7 +266,7 @@ def _unique_stem(maps_dir: Path, path: str, used: set[str], inputs: set[str]) ->
     return candidate
 
 
-def _save_map(maps_dir: Path, path: str, qmap, x, img, used: set[str], inputs: set[str], backbone: str) -> None:
+def _save_map(maps_dir: Path, path: str, qmap, img, used: set[str], inputs: set[str]) -> None:
     from PIL import Image
 
     from .viz import overlay, to_uint8_hwc
