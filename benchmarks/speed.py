@@ -31,23 +31,23 @@ from ifqa_loss.preprocess import load_image, to_model_input
 from ifqa_loss.weights import save_weights
 
 
-def conv_flops(model: nn.Module, size: int) -> float:
-    """Forward FLOPs (2 x MACs) of the convolutions and linears for one image, counted with hooks."""
-    total = [0.0]
+def executed_flops(fn) -> float:
+    """FLOPs of the aten ops ``fn`` runs (convolutions, matmuls and their backward), counted once."""
+    from torch.utils.flop_counter import FlopCounterMode
 
-    def hook(mod, inp, out):
-        if isinstance(mod, nn.Conv2d):
-            k = mod.kernel_size[0] * mod.kernel_size[1] * mod.in_channels // mod.groups
-            total[0] += 2.0 * k * out.numel()
-        elif isinstance(mod, nn.Linear):
-            total[0] += 2.0 * mod.in_features * out.numel()
+    counter = FlopCounterMode(display=False)
+    with counter:
+        fn()
+    return float(counter.get_total_flops())
 
-    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
-    with torch.inference_mode():
-        model(torch.zeros(1, 3, size, size, device=next(model.parameters()).device))
-    for h in handles:
-        h.remove()
-    return total[0]
+
+# Dense bf16 tensor-core peaks from the vendors' datasheets (FLOP/s), for the "of bf16 peak" column.
+BF16_PEAKS = {"H100": 989e12, "H200": 989e12, "A100": 312e12}
+
+
+def nominal_bf16_peak() -> float | None:
+    name = torch.cuda.get_device_name(0)
+    return next((v for k, v in BF16_PEAKS.items() if k in name), None)
 
 
 def peak_rss_mb() -> float:
@@ -66,12 +66,12 @@ def timeit(fn, min_time: float, min_reps: int = 2) -> float:
     return (time.perf_counter() - t0) / reps
 
 
-def matmul_peak(device: str, min_time: float, rounds: int = 3) -> float:
-    """Practical fp32 peak: the best of a few timings of a 4096x4096 matmul."""
-    a = torch.randn(4096, 4096, device=device)
-    b = torch.randn(4096, 4096, device=device)
+def matmul_peak(device: str, min_time: float, rounds: int = 3, n: int = 4096, dtype=torch.float32) -> float:
+    """Practical peak in GFLOP/s: the best of a few timings of an n x n matmul."""
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
     sec = min(timeit(lambda: a @ b, min_time / rounds) for _ in range(rounds))
-    return 2 * 4096 ** 3 / sec / 1e9
+    return 2 * n ** 3 / sec / 1e9
 
 
 def weights_for(backbone: str, tmp: Path) -> str | None:
@@ -120,14 +120,15 @@ def cli_end_to_end(weights: str, tmp: Path, n: int) -> list[dict]:
     assert rc == 0
     naive = IFQA(weights=weights)
     naive.net.requires_grad_(True)
+    naive.net.fused_upsample = False  # the official formulation
     t0 = time.perf_counter()
     with torch.no_grad():
         for f in files:  # official: decode, resize on the CPU, one image at a time
             x = to_model_input(load_image(f)[None].float() / 255, "cnn")
             naive.net(x.contiguous()).mean().item()
     naive_sec = time.perf_counter() - t0 + _model_load_seconds(weights)
-    return [{"backbone": "cnn", "batch": 8, "mode": "cli folder", "images_per_s": n / cli_sec, "ms_per_image": 1e3 * cli_sec / n},
-            {"backbone": "cnn", "batch": 1, "mode": "naive folder", "images_per_s": n / naive_sec,
+    return [{"backbone": "cnn", "batch": 8, "mode": "cli folder", "variant": "ifqa score", "images_per_s": n / cli_sec, "ms_per_image": 1e3 * cli_sec / n},
+            {"backbone": "cnn", "batch": 1, "mode": "naive folder", "variant": "official", "images_per_s": n / naive_sec,
              "ms_per_image": 1e3 * naive_sec / n}]
 
 
@@ -138,12 +139,47 @@ def _model_load_seconds(weights: str) -> float:
     return time.perf_counter() - t0
 
 
+def variants(backbone: str, cpu: bool, compile_: bool) -> list[tuple[str, dict]]:
+    """Execution variants measured per backbone; the first is the library's default on that device."""
+    conv = backbone in ("lite", "cnn")
+    if cpu:
+        out = [("fp32", {})]
+        if conv:
+            out += [("fp32 channels_last", {"cl": True}), ("fp32 unfused upsample", {"unfused": True})]
+        return out
+    out = [("fp32", {}), ("bf16", {"bf16": True})]
+    if conv:
+        out.append(("bf16 channels_last", {"bf16": True, "cl": True}))
+    if compile_ and conv:
+        out.append(("bf16 compiled", {"bf16": True, "cl": conv, "compile": True}))
+    return out
+
+
+def prepare(model: IFQA, opts: dict):
+    """A callable images -> scores for one variant, and the input memory format."""
+    net = model.net
+    if hasattr(net, "fused_upsample"):
+        net.fused_upsample = not opts.get("unfused", False)
+    fmt = torch.channels_last if opts.get("cl") else torch.contiguous_format
+    net.to(memory_format=fmt)
+    fwd = model
+    if opts.get("compile"):
+        fwd = torch.compile(model)
+
+    def run(x):
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bool(opts.get("bf16"))):
+            return fwd(x).score
+    return run, fmt
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--backbones", nargs="+", default=["lite", "cnn"], help="add 'vit' for IFQA++ (slow on CPU)")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--min-time", type=float, default=3.0, help="seconds per measurement")
     ap.add_argument("--quick", action="store_true", help="batch sizes 1 and 4 only, short timings")
+    ap.add_argument("--compile", action="store_true", help="also measure torch.compile (reports compile time)")
+    ap.add_argument("--batches", type=int, nargs="+", help="override the batch sizes")
     ap.add_argument("--out", default=str(RESULTS / "speed.json"))
     args = ap.parse_args()
     dev = args.device
@@ -152,46 +188,83 @@ def main() -> None:
     min_time = 1.0 if args.quick else args.min_time
     rows, records = [], []
     peak = matmul_peak(dev, min_time)
-    print(f"device {dev}; 4096x4096 fp32 matmul: {peak:.1f} GFLOP/s (practical peak)")
+    print(f"device {dev}; 4096x4096 fp32 matmul: {peak:.1f} GFLOP/s (practical fp32 peak)")
+    bf16_peak = bf16_practical = None
+    if not cpu:
+        bf16_peak = nominal_bf16_peak()
+        bf16_practical = matmul_peak(dev, min_time, n=8192, dtype=torch.bfloat16)
+        print(f"{torch.cuda.get_device_name(0)}: 8192^3 bf16 matmul {bf16_practical / 1e3:.0f} TFLOP/s; "
+              f"datasheet dense bf16 peak {bf16_peak / 1e12 if bf16_peak else float('nan'):.0f} TFLOP/s")
 
     for bb in args.backbones:
         model = IFQA(backbone=bb, weights=weights_for(bb, tmp)).to(dev)
         size = model.native_size
-        flops = conv_flops(model.net, size)
-        if args.quick:
+        if args.batches:
+            batches = args.batches
+        elif args.quick:
             batches = [1, 4]
         elif cpu:
             batches = {"lite": [1, 8, 32], "cnn": [1, 8], "vit": [1]}[bb]
         else:
-            batches = [1, 8, 32]
-        for bs in batches:
-            x = torch.rand(bs, 3, size, size, device=dev)
-            if not cpu:
-                torch.cuda.reset_peak_memory_stats()
+            batches = [1, 8, 32] if bb == "vit" else [1, 8, 32, 128]
+        for name, opts in variants(bb, cpu, args.compile):
+            run, fmt = prepare(model, opts)
+            all_batches = name == "fp32" or (not cpu and not opts.get("compile"))
+            for bs in (batches if all_batches else batches[-1:]):
+                x = torch.rand(bs, 3, size, size, device=dev).contiguous(memory_format=fmt)
+                xg = x.clone().requires_grad_(True)
 
-            def score():
-                with torch.inference_mode():
-                    model(x)
+                def score():
+                    with torch.inference_mode():
+                        run(x)
 
-            xg = x.clone().requires_grad_(True)
+                def loss():
+                    xg.grad = None
+                    (1 - run(xg)).mean().backward()
 
-            def loss():
-                xg.grad = None
-                (1 - model(xg).score).mean().backward()
-
-            # frozen parameters: the backward pass computes input gradients only, about one forward's FLOPs
-            for mode, fn, mult in (("score", score, 1.0), ("loss fwd+bwd", loss, 2.0)):
-                sec = timeit(fn, min_time)
-                mem = peak_rss_mb() if cpu else torch.cuda.max_memory_allocated() / 2 ** 20
-                rec = {"backbone": bb, "batch": bs, "mode": mode, "images_per_s": bs / sec, "ms_per_image": 1e3 * sec / bs,
-                       "gflops_per_s": mult * flops * bs / sec / 1e9, "peak_mem_mb": mem}
-                rec["fraction_of_peak"] = rec["gflops_per_s"] / peak
-                records.append(rec)
-                rows.append([bb, bs, mode, rec["images_per_s"], rec["ms_per_image"], rec["gflops_per_s"],
-                             rec["fraction_of_peak"], f"{mem:.0f}"])
-        # naive reference: one image at a time, decoded file, CPU resize, parameter autograd on
+                for mode, fn in (("score", score), ("loss fwd+bwd", loss)):
+                    compile_s = None
+                    if opts.get("compile"):
+                        t0 = time.perf_counter()
+                        fn()
+                        if not cpu:
+                            torch.cuda.synchronize()
+                        compile_s = time.perf_counter() - t0
+                    flops = executed_flops(fn) / bs if not opts.get("compile") else None
+                    if not cpu:
+                        torch.cuda.synchronize()
+                        torch.cuda.reset_peak_memory_stats()
+                    sec = timeit(fn, min_time)
+                    mem = peak_rss_mb() if cpu else torch.cuda.max_memory_allocated() / 2 ** 20
+                    if flops is None:  # compiled: same math as the eager variant
+                        flops = next((r["flops_per_image"] for r in records if r["backbone"] == bb and r["batch"] == bs
+                                      and r["mode"] == mode and r["variant"] == "bf16 channels_last"), None)
+                    rec = {"backbone": bb, "batch": bs, "mode": mode, "variant": name, "images_per_s": bs / sec,
+                           "ms_per_image": 1e3 * sec / bs, "flops_per_image": flops, "peak_mem_mb": mem,
+                           "mem_per_image_mb": None if cpu else mem / bs, "compile_s": compile_s}
+                    rec["gflops_per_s"] = flops * bs / sec / 1e9 if flops else None
+                    rec["fraction_of_fp32_peak"] = rec["gflops_per_s"] / peak if flops else None
+                    if bf16_peak and flops:
+                        rec["fraction_of_bf16_peak"] = rec["gflops_per_s"] * 1e9 / bf16_peak
+                    records.append(rec)
+                    print(f"  {bb} b{bs} {mode} [{name}]: {rec['images_per_s']:.1f} img/s", flush=True)
+                    frac = rec.get("fraction_of_bf16_peak", rec["fraction_of_fp32_peak"])
+                    rows.append([bb, bs, mode, name, rec["images_per_s"], rec["ms_per_image"],
+                                 rec["gflops_per_s"] or "", frac if frac is not None else "", f"{mem:.0f}",
+                                 f"{compile_s:.0f}" if compile_s else ""])
+        prepare(model, {})
+        if not cpu:  # autocast accuracy on real-looking inputs: bf16 vs fp32 scores
+            x = torch.rand(32, 3, size, size, device=dev)
+            with torch.inference_mode():
+                ref = model(x).score
+                with torch.autocast("cuda", dtype=torch.bfloat16):
+                    low = model(x).score
+            records.append({"backbone": bb, "mode": "bf16 score error", "max_abs": float((ref - low).abs().max())})
+        # naive reference: one image at a time, decoded file, CPU resize, parameter autograd on, official formulation
         naive = IFQA(backbone=bb, weights=weights_for(bb, tmp)).to(dev)
         naive.net.requires_grad_(True)
+        if hasattr(naive.net, "fused_upsample"):
+            naive.net.fused_upsample = False
         img_path = tmp / "face.png"
         from PIL import Image
 
@@ -204,32 +277,69 @@ def main() -> None:
             naive.net.zero_grad(set_to_none=True)
 
         sec = timeit(naive_loss, min_time)
-        records.append({"backbone": bb, "batch": 1, "mode": "naive loss", "images_per_s": 1 / sec, "ms_per_image": 1e3 * sec})
-        rows.append([bb, 1, "naive loss", 1 / sec, 1e3 * sec, "", "", ""])
+        records.append({"backbone": bb, "batch": 1, "mode": "naive loss", "variant": "official", "images_per_s": 1 / sec,
+                        "ms_per_image": 1e3 * sec})
+        rows.append([bb, 1, "naive loss", "official", 1 / sec, 1e3 * sec, "", "", "", ""])
         del model, naive
+        if not cpu:
+            torch.cuda.empty_cache()
 
-    if "cnn" in args.backbones and not args.quick:
+    if "cnn" in args.backbones and not args.quick and cpu:
         records.extend(cli_end_to_end(weights_for("cnn", tmp), tmp, n=64))
-        rows.extend([[r["backbone"], r["batch"], r["mode"], r["images_per_s"], r["ms_per_image"], "", "", ""]
+        rows.extend([[r["backbone"], r["batch"], r["mode"], r["variant"], r["images_per_s"], r["ms_per_image"], "", "", "", ""]
                      for r in records[-2:]])
 
-    print_table("throughput", ["backbone", "batch", "mode", "img/s", "ms/img", "GFLOP/s", "of peak", "peak MB"], rows)
-    by = {(r["backbone"], r["mode"], r["batch"]): r for r in records}
+    print_table("throughput", ["backbone", "batch", "mode", "variant", "img/s", "ms/img", "GFLOP/s",
+                               "of bf16 peak" if not cpu else "of fp32 peak", "peak MB", "compile s"], rows)
+    ratios = summarize(records, args.backbones, cpu)
+    print_table("ratios and targets (same run)", ["ratio", "value"], [[k, v] for k, v in ratios.items()])
+    write_json(Path(args.out), {"device": dev, "machine": machine(), "matmul_gflops": peak,
+                                "bf16_matmul_gflops": bf16_practical, "bf16_datasheet_peak_flops": bf16_peak,
+                                "records": records, "ratios": ratios})
+
+
+def summarize(records: list[dict], backbones: list[str], cpu: bool) -> dict:
+    timed = [r for r in records if "images_per_s" in r]
+    default = "fp32"
+
+    def best(bb, mode, variant=None):
+        cands = [r for r in timed if r["backbone"] == bb and r["mode"] == mode and (variant is None or r["variant"] == variant)]
+        return max(cands, key=lambda r: r["images_per_s"]) if cands else None
+
     ratios = {}
-    common = [b for b in (32, 8, 4, 1) if ("lite", "loss fwd+bwd", b) in by and ("cnn", "loss fwd+bwd", b) in by]
-    if common:
-        b = common[0]
-        ratios[f"lite_vs_cnn_loss_b{b}"] = by[("lite", "loss fwd+bwd", b)]["images_per_s"] / by[("cnn", "loss fwd+bwd", b)]["images_per_s"]
-    for bb in args.backbones:
-        best = max((r for r in records if r["backbone"] == bb and r["mode"] == "loss fwd+bwd"), key=lambda r: r["images_per_s"])
-        ratios[f"{bb}_loss_vs_naive"] = best["images_per_s"] / by[(bb, "naive loss", 1)]["images_per_s"]
-        fwd = max((r for r in records if r["backbone"] == bb and r["mode"] == "score"), key=lambda r: r["fraction_of_peak"])
-        ratios[f"{bb}_forward_fraction_of_peak"] = fwd["fraction_of_peak"]
-    if ("cnn", "cli folder", 8) in by:
-        ratios["cnn_cli_folder_vs_naive"] = by[("cnn", "cli folder", 8)]["images_per_s"] / by[("cnn", "naive folder", 1)]["images_per_s"]
-    print_table("ratios (same run)", ["ratio", "value"], [[k, v] for k, v in ratios.items()])
-    write_json(Path(args.out), {"device": dev, "machine": machine(), "matmul_gflops": peak, "records": records,
-                                "ratios": ratios})
+    for b in (32, 8, 4, 1):
+        lite = [r for r in timed if r["backbone"] == "lite" and r["mode"] == "loss fwd+bwd" and r["variant"] == default and r["batch"] == b]
+        cnn = [r for r in timed if r["backbone"] == "cnn" and r["mode"] == "loss fwd+bwd" and r["variant"] == default and r["batch"] == b]
+        if lite and cnn:
+            ratios[f"lite_vs_cnn_loss_b{b}"] = lite[0]["images_per_s"] / cnn[0]["images_per_s"]
+            break
+    for bb in backbones:
+        naive = best(bb, "naive loss")
+        top = best(bb, "loss fwd+bwd")
+        if naive and top:
+            ratios[f"{bb}_loss_vs_naive ({top['variant']}, b{top['batch']})"] = top["images_per_s"] / naive["images_per_s"]
+        fwd = [r for r in timed if r["backbone"] == bb and r["mode"] == "score" and r["variant"] == default and r.get("fraction_of_fp32_peak")]
+        if fwd and cpu:
+            ratios[f"{bb}_forward_fraction_of_fp32_peak"] = max(r["fraction_of_fp32_peak"] for r in fwd)
+        if cpu and bb in ("lite", "cnn"):
+            a, u = best(bb, "score", "fp32"), best(bb, "score", "fp32 unfused upsample")
+            if a and u and a["batch"] == u["batch"]:
+                ratios[f"{bb}_fused_vs_unfused_upsample_score"] = a["images_per_s"] / u["images_per_s"]
+        if not cpu:
+            top_bf = max((r for r in timed if r["backbone"] == bb and r["mode"] == "loss fwd+bwd" and "bf16" in r["variant"]),
+                         key=lambda r: r["images_per_s"], default=None)
+            if top_bf:
+                ratios[f"{bb}_bf16_loss_images_per_s ({top_bf['variant']}, b{top_bf['batch']})"] = top_bf["images_per_s"]
+                if top_bf.get("fraction_of_bf16_peak") is not None:
+                    ratios[f"{bb}_bf16_loss_fraction_of_bf16_peak"] = top_bf["fraction_of_bf16_peak"]
+                ratios[f"{bb}_bf16_loss_mem_per_image_mb"] = top_bf["mem_per_image_mb"]
+            err = [r["max_abs"] for r in records if r["backbone"] == bb and r["mode"] == "bf16 score error"]
+            if err:
+                ratios[f"{bb}_bf16_score_max_abs_error"] = err[0]
+    cli, naive = best("cnn", "cli folder"), best("cnn", "naive folder")
+    if cli and naive:
+        ratios["cnn_cli_folder_vs_naive"] = cli["images_per_s"] / naive["images_per_s"]
+    return ratios
 
 
 if __name__ == "__main__":

@@ -170,3 +170,46 @@ def test_upsample_map_gives_input_resolution(lite_weights, x01, ref_out):
     # a square input at native size is left alone
     same = IFQA(weights=lite_weights, upsample_map=True)(torch.nn.functional.interpolate(x01, size=256))
     assert same.map.shape == (2, 1, 256, 256)
+
+
+@pytest.mark.parametrize("c_in,c_out,h,w", [(5, 7, 6, 9), (3, 1, 1, 1), (4, 4, 8, 8)])
+def test_upsample_conv3x3_equals_upsample_then_conv(c_in, c_out, h, w):
+    """The fused decoder convolution is the official upsample-then-conv, values and gradients."""
+    import torch.nn.functional as F
+
+    from ifqa_loss.models.unet import upsample_conv3x3
+
+    g = torch.Generator().manual_seed(c_in * 100 + h)
+    x = torch.randn(2, c_in, h, w, generator=g, dtype=torch.float64, requires_grad=True)
+    wt = torch.randn(c_out, c_in, 3, 3, generator=g, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(c_out, generator=g, dtype=torch.float64)
+    ref = F.conv2d(F.interpolate(x, scale_factor=2.0, mode="nearest"), wt, b, padding=1)
+    out = upsample_conv3x3(x, wt, b)
+    assert out.shape == ref.shape == (2, c_out, 2 * h, 2 * w)
+    torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-12)
+    for a, c in zip(torch.autograd.grad(ref.sin().sum(), (x, wt)), torch.autograd.grad(out.sin().sum(), (x, wt))):
+        torch.testing.assert_close(a, c, rtol=1e-10, atol=1e-10)
+
+
+def test_fused_upsample_model_matches_official_and_tracks_weight_updates(lite_weights):
+    """Same map with and without the fused decoder; the cached kernel follows in-place weight changes."""
+    from ifqa_loss import IFQA
+
+    model = IFQA(weights=lite_weights)
+    x = torch.rand(2, 3, 256, 256, generator=torch.Generator().manual_seed(1))
+    with torch.inference_mode():
+        fused = model(x).map
+        model.net.fused_upsample = False
+        plain = model(x).map
+        model.net.fused_upsample = True
+    torch.testing.assert_close(fused, plain, rtol=0, atol=2e-6)
+    xg = x.clone().requires_grad_(True)
+    model(xg).score.sum().backward()  # the kernel cached under inference_mode is usable with autograd
+    assert xg.grad is not None and torch.isfinite(xg.grad).all()
+    with torch.no_grad():
+        model.net.decoder64.conv1.weight.mul_(1.5)
+        after = model(x).map
+        model.net.fused_upsample = False
+        plain_after = model(x).map
+    assert (after - fused).abs().max() > 1e-6
+    torch.testing.assert_close(after, plain_after, rtol=0, atol=2e-6)

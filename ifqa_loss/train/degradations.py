@@ -33,6 +33,7 @@ class DegradationConfig:
     p_jpeg: float = 0.5
     jpeg_quality: tuple[int, int] = (30, 95)
     jpeg_backend: str = "auto"  # "pil" (real codec, CPU), "kornia" (differentiable, on device) or "auto"
+    p_single: float = 0.0  # share of samples that get exactly one stage, chosen uniformly (isolated artefacts)
 
 
 def _uniform(n: int, lo: float, hi: float, gen: torch.Generator, device) -> torch.Tensor:
@@ -116,6 +117,8 @@ class Degrader:
         x = hq.float()
         stages = torch.stack([_bernoulli(n, p, g) for p in (cfg.p_blur, cfg.p_down, cfg.p_noise, cfg.p_jpeg)], 1)
         forced = torch.randint(0, 4, (n,), generator=g)  # every sample gets at least one stage
+        single = _bernoulli(n, cfg.p_single, g)
+        stages[single] = False
         stages[torch.arange(n), forced] |= ~stages.any(1)
         blur = stages[:, 0]
         motion = blur & _bernoulli(n, cfg.p_motion, g)

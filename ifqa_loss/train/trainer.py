@@ -167,7 +167,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
     ckpt_path = out / "checkpoint.pt"
     step, elapsed, history = 0, 0.0, []
     if cfg.resume and ckpt_path.is_file():
-        ck = torch.load(ckpt_path, map_location=device, weights_only=True)
+        ck = torch.load(ckpt_path, map_location="cpu", weights_only=True)  # RNG states must stay on the CPU
         d_net.load_state_dict(ck["d"])
         g_net.load_state_dict(ck["g"])
         opt_d.load_state_dict(ck["opt_d"])
