@@ -49,6 +49,7 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--data", required=True, help="folder of aligned HQ faces")
     t.add_argument("--landmarks", help=".npz with names and 68-point landmarks")
     t.add_argument("--val-list", help="file names held out for validation")
+    t.add_argument("--train-list", help="train only on these file names (one per line); the val list stays out")
     t.add_argument("--arch", choices=["lite", "cnn"], default="lite")
     t.add_argument("--out", required=True, help="output folder (checkpoint, weights, model card)")
     t.add_argument("--steps", type=int, default=2000)
@@ -61,6 +62,8 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--cutmix-prob", type=float, default=0.25)
     t.add_argument("--no-augment", action="store_true", help="no colour/zoom augmentation of real faces")
     t.add_argument("--raw-fake-frac", type=float, default=0.5)
+    t.add_argument("--degradation", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a degradation setting, e.g. p_jpeg=0.7 or jpeg_quality=30,95 (repeatable)")
     t.add_argument("--val-every", type=int, default=250)
     t.add_argument("--val-images", type=int, default=64)
     t.add_argument("--ckpt-every", type=int, default=100)
@@ -300,13 +303,44 @@ def _write_results(results: list[dict], args) -> None:
 # ---------------------------------------------------------------- train
 
 
+def _degradation_overrides(items: list[str]) -> dict:
+    """``["p_jpeg=0.7", "jpeg_quality=30,95"]`` -> typed DegradationConfig overrides."""
+    from dataclasses import fields
+
+    from .train.degradations import DegradationConfig
+
+    known = {f.name: f for f in fields(DegradationConfig)}
+    defaults = DegradationConfig()
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep or key not in known:
+            raise UsageError(f"--degradation {item!r}: expected KEY=VALUE with KEY one of {', '.join(known)}")
+        default = getattr(defaults, key)
+        try:
+            if isinstance(default, tuple):
+                parts = [type(default[0])(v) for v in value.split(",")]
+                if len(parts) != 2 or parts[0] > parts[1]:
+                    raise ValueError
+                out[key] = tuple(parts)
+            elif isinstance(default, str):
+                out[key] = value
+            else:
+                out[key] = type(default)(value)
+        except ValueError:
+            raise UsageError(f"--degradation {item!r}: bad value for {key} (default {default!r})") from None
+    return out
+
+
 def train_command(args) -> int:
     from .train.trainer import TrainConfig, train
 
     if args.steps < 1 or args.batch_size < 1:
         raise UsageError("--steps and --batch-size must be >= 1")
     cfg = TrainConfig(
-        data=args.data, out=args.out, landmarks=args.landmarks, val_list=args.val_list, arch=args.arch,
+        data=args.data, out=args.out, landmarks=args.landmarks, val_list=args.val_list, train_list=args.train_list,
+        arch=args.arch, degradation=_degradation_overrides(args.degradation),
         steps=args.steps, batch_size=args.batch_size, lr_d=args.lr_d, lr_g=args.lr_g, adv_weight=args.adv_weight,
         primary_weight=args.primary_weight, fprs_prob=args.fprs_prob, cutmix_prob=args.cutmix_prob, augment=not args.no_augment, raw_fake_frac=args.raw_fake_frac,
         val_every=args.val_every, val_images=args.val_images, ckpt_every=args.ckpt_every, seed=args.seed,

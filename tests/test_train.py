@@ -50,11 +50,19 @@ def test_train_smoke_reloads_and_resumes(tmp_path, capsys):
         return ["train", "--data", str(FACES / "images"), "--landmarks", str(FACES / "landmarks68.npz"),
                 "--val-list", str(FACES / "val.txt"), "--out", str(tmp_path), "--steps", str(steps),
                 "--batch-size", "2", "--limit", "6", "--val-every", "2", "--val-images", "4", "--ckpt-every", "1",
+                "--train-list", str(train_list), "--degradation", "p_jpeg=0.9", "--degradation", "jpeg_quality=40,60",
                 "--no-progress"]
+
+    names = sorted(p.name for p in (FACES / "images").iterdir())
+    held_out = set((FACES / "val.txt").read_text().split())
+    train_list = tmp_path / "train.txt"
+    train_list.write_text("\n".join([n for n in names if n not in held_out][:5] + sorted(held_out)[:1]) + "\n")
 
     assert main(args(2)) == 0
     card = json.loads((tmp_path / "ifqa-lite.json").read_text())
     assert card["steps"] == 2 and card["backbone"] == "lite" and "NON-COMMERCIAL" in card["licence"]
+    assert card["data"]["train_images"] == 5  # the listed validation image stays out
+    assert card["training"]["degradation"] == {"p_jpeg": 0.9, "jpeg_quality": [40, 60]}
     assert card["validation"]["val_images"] == 4 and 0 <= card["validation"]["val_auc"] <= 1
     model = IFQA(weights=tmp_path / "ifqa-lite.safetensors")
     assert model.backbone == "lite"
@@ -94,3 +102,17 @@ def test_cutmix_pairs_label_each_pixel_by_source():
     assert imgs.shape[0] == 3 + 3 + 4
     assert torch.equal(labels, imgs[:, :1])
     assert torch.equal(regions[-4:], torch.cat([masks[:2], masks[:2]]))
+
+
+@pytest.mark.parametrize("item,expected", [("p_jpeg=0.7", {"p_jpeg": 0.7}), ("jpeg_quality=30,95", {"jpeg_quality": (30, 95)}),
+                                           ("jpeg_backend=pil", {"jpeg_backend": "pil"}), ("motion_kernel=5,9", {"motion_kernel": (5, 9)})])
+def test_degradation_overrides_are_typed(item, expected):
+    from ifqa_loss.cli import _degradation_overrides
+
+    assert _degradation_overrides([item]) == expected
+
+
+@pytest.mark.parametrize("item", ["p_jpeg", "nope=1", "p_jpeg=high", "jpeg_quality=95,30", "jpeg_quality=30"])
+def test_bad_degradation_override_is_a_usage_error(item, capsys):
+    assert main(["train", "--data", "x", "--out", "y", "--degradation", item]) == 2
+    assert "--degradation" in capsys.readouterr().err

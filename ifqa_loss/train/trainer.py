@@ -40,6 +40,7 @@ class TrainConfig:
     out: str
     landmarks: str | None = None
     val_list: str | None = None
+    train_list: str | None = None
     arch: str = "lite"
     steps: int = 2000
     batch_size: int = 8
@@ -147,7 +148,8 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
     held_out = read_name_list(cfg.val_list)
-    train_set = FaceSet(cfg.data, cfg.landmarks, exclude=held_out, limit=cfg.limit)
+    train_set = FaceSet(cfg.data, cfg.landmarks, include=read_name_list(cfg.train_list) if cfg.train_list else None,
+                        exclude=held_out, limit=cfg.limit)
     val_set = FaceSet(cfg.data, cfg.landmarks, include=held_out, limit=cfg.val_images) if held_out else None
 
     arch_cfg = _arch_config(cfg)
@@ -281,7 +283,8 @@ def _export(cfg: TrainConfig, d_net, g_net, arch_cfg, train_set, val_set, step, 
         "name": name, "file": weights_path.name, "sha256": sha, "backbone": cfg.arch, "config": arch_cfg,
         "parameters": sum(p.numel() for p in d_net.parameters()),
         "data": {"folder": str(cfg.data), "train_images": len(train_set), "with_landmarks": train_set.with_landmarks,
-                 "val_list": cfg.val_list, "val_images": len(val_set) if val_set is not None else 0},
+                 "train_list": cfg.train_list, "val_list": cfg.val_list,
+                 "val_images": len(val_set) if val_set is not None else 0},
         "training": {k: v for k, v in asdict(cfg).items() if k not in ("data", "out")},
         "steps": step, "wall_time_s": round(wall, 1), "device": cfg.device, "torch": torch.__version__,
         "validation": history[-1] if history else None, "history": history,
