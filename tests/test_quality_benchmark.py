@@ -22,13 +22,13 @@ def test_quality_benchmark_subset(tmp_path):
     assert res["images"] == 12 and res["model"]["backbone"] == "lite"
     sev = res["severity"]["ifqa"]
     assert set(sev) == {"blur", "noise", "jpeg", "downup", "mixed"}
-    # loose floors under the bundled model's full-set numbers (README); JPEG is not yet ranked (issue 3)
-    for kind in ("blur", "downup", "mixed"):
-        assert sev[kind]["mean_spearman"] < -0.8, (kind, sev[kind])
+    # loose floors under the bundled model's full-set numbers (README: -0.99 / 0.958); JPEG is not yet ranked
+    for kind in ("blur", "noise", "downup", "mixed"):
+        assert sev[kind]["mean_spearman"] < -0.9, (kind, sev[kind])
         levels = sev[kind]["mean_score_per_level"]
         assert levels[0] > levels[-1], (kind, levels)
-    assert sev["noise"]["mean_spearman"] < -0.5, sev["noise"]
-    assert res["real_lq"]["ifqa"]["auc"] > 0.7
+    assert res["real_lq"]["ifqa"]["auc"] > 0.85
+    assert res["real_lq"]["ifqa"]["hq_mean"] > res["real_lq"]["ifqa"]["lq_mean"]
     assert set(res["regions"]["ifqa"]) == {"blur", "noise", "jpeg", "mixed"}
     for baseline in ("laplacian_var", "tenengrad"):
         assert baseline in res["severity"] and baseline in res["real_lq"]
