@@ -94,24 +94,12 @@ def summary(v: np.ndarray) -> dict:
 # ---------------------------------------------------------------- data
 
 
-def hq_eval_faces(folder: Path, limit: int | None) -> tuple[list[str], torch.Tensor, torch.Tensor | None]:
-    """HQ faces resized to 256, and primary-region boxes from their landmarks when available."""
-    from ifqa_loss.regions import boxes_from_landmarks
-
+def hq_eval_faces(folder: Path, limit: int | None) -> tuple[list[str], torch.Tensor]:
+    """HQ faces of ``folder`` resized to 256x256, (N, 3, 256, 256) in [0, 1]."""
     files = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg"))[:limit]
-    imgs, sizes = [], []
-    for p in files:
-        x = load_image(p)[None].float() / 255
-        sizes.append(x.shape[-1])
-        imgs.append(F.interpolate(x, size=(256, 256), mode="bilinear", antialias=True, align_corners=False).clamp(0, 1))
-    boxes = None
-    lm_file = folder / "landmarks68.npz"
-    if lm_file.exists():
-        with np.load(lm_file) as z:
-            table = {str(n): z["landmarks"][i].astype(np.float32) for i, n in enumerate(z["names"])}
-        if all(p.name in table for p in files):
-            boxes = torch.cat([boxes_from_landmarks(torch.from_numpy(table[p.name])[None], s) for p, s in zip(files, sizes)])
-    return [p.name for p in files], torch.cat(imgs), boxes
+    imgs = [F.interpolate(load_image(p)[None].float() / 255, size=(256, 256), mode="bilinear", antialias=True,
+                          align_corners=False).clamp(0, 1) for p in files]
+    return [p.name for p in files], torch.cat(imgs)
 
 
 # ---------------------------------------------------------------- training
@@ -198,7 +186,7 @@ def main(argv=None) -> dict:
     landmarks = data / "landmarks68.npz"
     train = FaceSet(data / "images", landmarks if landmarks.exists() else None, exclude=held_out, limit=args.train_images)
     val = FaceSet(data / "images", landmarks if landmarks.exists() else None, include=held_out, limit=args.val_images)
-    names, hq_eval, _ = hq_eval_faces(Path(args.eval_data), args.eval_images)
+    names, hq_eval = hq_eval_faces(Path(args.eval_data), args.eval_images)
     val_hq = val.images.float() / 255
     fixed = Degrader(DegradationConfig(jpeg_backend="pil"), seed=1234)  # fixed-seed test degradations
     val_lq, eval_lq = fixed(val_hq), fixed(hq_eval)
