@@ -302,16 +302,16 @@ def summarize(records: list[dict], backbones: list[str], cpu: bool) -> dict:
     timed = [r for r in records if "images_per_s" in r]
     default = "fp32"
 
-    def best(bb, mode, variant=None):
-        cands = [r for r in timed if r["backbone"] == bb and r["mode"] == mode and (variant is None or r["variant"] == variant)]
+    def best(bb, mode, variant=None, batch=None):
+        cands = [r for r in timed if r["backbone"] == bb and r["mode"] == mode and variant in (None, r["variant"])
+                 and batch in (None, r["batch"])]
         return max(cands, key=lambda r: r["images_per_s"]) if cands else None
 
     ratios = {}
     for b in (32, 8, 4, 1):
-        lite = [r for r in timed if r["backbone"] == "lite" and r["mode"] == "loss fwd+bwd" and r["variant"] == default and r["batch"] == b]
-        cnn = [r for r in timed if r["backbone"] == "cnn" and r["mode"] == "loss fwd+bwd" and r["variant"] == default and r["batch"] == b]
+        lite, cnn = best("lite", "loss fwd+bwd", default, b), best("cnn", "loss fwd+bwd", default, b)
         if lite and cnn:
-            ratios[f"lite_vs_cnn_loss_b{b}"] = lite[0]["images_per_s"] / cnn[0]["images_per_s"]
+            ratios[f"lite_vs_cnn_loss_b{b}"] = lite["images_per_s"] / cnn["images_per_s"]
             break
     for bb in backbones:
         naive = best(bb, "naive loss")

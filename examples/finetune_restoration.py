@@ -34,6 +34,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from ifqa_loss import IFQA, IFQALoss  # noqa: E402
+from ifqa_loss.functional import ifqa_loss  # noqa: E402
 from ifqa_loss.preprocess import load_image  # noqa: E402
 from ifqa_loss.regions import region_masks  # noqa: E402
 from ifqa_loss.train.data import FaceSet, read_name_list  # noqa: E402
@@ -123,9 +124,7 @@ def fit(gen: torch.nn.Module, train: FaceSet, degrader_seed: int, steps: int, ar
         if criterion is not None and lam > 0:
             if weighted:
                 w = 1.0 + 3.0 * region_masks(boxes, 256)  # eyes, nose and mouth count 4x in the IFQA term
-                out = criterion.ifqa(restored)
-                quality = (out.map * w).sum(dim=(1, 2, 3)) / w.sum(dim=(1, 2, 3))
-                loss = loss + lam * (1 - quality).mean()
+                loss = loss + lam * ifqa_loss(restored, criterion.ifqa, weight_map=w)
             else:
                 loss = loss + lam * criterion(restored)
         opt.zero_grad(set_to_none=True)
