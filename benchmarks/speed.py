@@ -3,7 +3,7 @@
 Prints tables and writes JSON. Every ratio compares numbers measured in this one run:
 - per backbone / batch size / mode: images/s, ms/image, peak memory (RSS on CPU, max allocated on CUDA);
 - a naive reference path as the official script runs: per image, decoded file resized on the CPU, fp32,
-  parameters with autograd on;
+  parameters with autograd on, the official decoder and direct convolution;
 - CPU: a 4096x4096 fp32 matmul as the practical peak, and the fraction of it that `cnn` forward reaches;
 - end to end: `ifqa score` over a folder of 64 faces vs the naive per-image loop.
 
@@ -120,7 +120,8 @@ def cli_end_to_end(weights: str, tmp: Path, n: int) -> list[dict]:
     assert rc == 0
     naive = IFQA(weights=weights)
     naive.net.requires_grad_(True)
-    naive.net.fused_upsample = False  # the official formulation
+    naive.net.fused_upsample = False  # the official formulation: upsample-then-convolve, direct convolution
+    naive.net.winograd = False
     t0 = time.perf_counter()
     with torch.no_grad():
         for f in files:  # official: decode, resize on the CPU, one image at a time
@@ -145,7 +146,8 @@ def variants(backbone: str, cpu: bool, compile_: bool) -> list[tuple[str, dict]]
     if cpu:
         out = [("fp32", {})]
         if conv:
-            out += [("fp32 channels_last", {"cl": True}), ("fp32 unfused upsample", {"unfused": True})]
+            out += [("fp32 channels_last", {"cl": True}), ("fp32 direct conv", {"direct": True}),
+                    ("fp32 unfused upsample", {"unfused": True})]
         return out
     out = [("fp32", {}), ("bf16", {"bf16": True})]
     if conv:
@@ -160,6 +162,7 @@ def prepare(model: IFQA, opts: dict):
     net = model.net
     if hasattr(net, "fused_upsample"):
         net.fused_upsample = not opts.get("unfused", False)
+        net.winograd = not opts.get("direct", False)
     fmt = torch.channels_last if opts.get("cl") else torch.contiguous_format
     net.to(memory_format=fmt)
     fwd = model
@@ -265,6 +268,7 @@ def main() -> None:
         naive.net.requires_grad_(True)
         if hasattr(naive.net, "fused_upsample"):
             naive.net.fused_upsample = False
+            naive.net.winograd = False
         img_path = tmp / "face.png"
         from PIL import Image
 
@@ -325,6 +329,10 @@ def summarize(records: list[dict], backbones: list[str], cpu: bool) -> dict:
             a, u = best(bb, "score", "fp32"), best(bb, "score", "fp32 unfused upsample")
             if a and u and a["batch"] == u["batch"]:
                 ratios[f"{bb}_fused_vs_unfused_upsample_score"] = a["images_per_s"] / u["images_per_s"]
+            for mode in ("score", "loss fwd+bwd"):
+                a, d = best(bb, mode, "fp32", batch=8), best(bb, mode, "fp32 direct conv", batch=8)
+                if a and d:
+                    ratios[f"{bb}_winograd_vs_direct_{mode.split()[0]}_b8"] = a["images_per_s"] / d["images_per_s"]
         if not cpu:
             top_bf = max((r for r in timed if r["backbone"] == bb and r["mode"] == "loss fwd+bwd" and "bf16" in r["variant"]),
                          key=lambda r: r["images_per_s"], default=None)

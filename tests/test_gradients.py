@@ -213,3 +213,60 @@ def test_fused_upsample_model_matches_official_and_tracks_weight_updates(lite_we
         plain_after = model(x).map
     assert (after - fused).abs().max() > 1e-6
     torch.testing.assert_close(after, plain_after, rtol=0, atol=2e-6)
+
+
+@pytest.mark.parametrize("c_in,c_out,h,w,bias", [(5, 7, 6, 10, True), (3, 1, 2, 2, False), (8, 8, 16, 4, True)])
+def test_winograd_conv3x3_equals_conv2d(c_in, c_out, h, w, bias):
+    """F(2x2, 3x3) Winograd is conv2d with padding 1, values and gradients (float64)."""
+    import torch.nn.functional as F
+
+    from ifqa_loss.models.unet import winograd_conv3x3, winograd_kernel
+
+    g = torch.Generator().manual_seed(c_in * 10 + h)
+    x = torch.randn(2, c_in, h, w, generator=g, dtype=torch.float64, requires_grad=True)
+    wt = torch.randn(c_out, c_in, 3, 3, generator=g, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(c_out, generator=g, dtype=torch.float64) if bias else None
+    ref = F.conv2d(x, wt, b, padding=1)
+    out = winograd_conv3x3(x, winograd_kernel(wt), b)
+    assert out.shape == ref.shape and out.is_contiguous()
+    torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-12)
+    for a, c in zip(torch.autograd.grad(ref.sin().sum(), (x, wt)), torch.autograd.grad(out.sin().sum(), (x, wt))):
+        torch.testing.assert_close(a, c, rtol=1e-10, atol=1e-10)
+    with pytest.raises(ValueError, match="even height and width"):
+        winograd_conv3x3(x[..., :-1], winograd_kernel(wt), b)
+
+
+def test_winograd_layers_match_direct_convolution_and_track_weight_updates(monkeypatch):
+    """A U-Net with wide low-resolution layers takes the Winograd path on the CPU: same map as direct
+    convolution, under inference_mode and autograd, and the cached kernel follows in-place weight changes."""
+    from ifqa_loss.models import unet
+
+    calls = []
+    real = unet.winograd_conv3x3
+    monkeypatch.setattr(unet, "winograd_conv3x3", lambda *a: calls.append(a[0].shape) or real(*a))
+    torch.manual_seed(0)
+    net = unet.UNetDiscriminator(widths=(4, 8, 16, 256, 256), num_bottleneck=1).eval().requires_grad_(False)
+    x = torch.rand(2, 3, 64, 64) * 2 - 1
+    with torch.inference_mode():
+        fast = net(x)
+        assert calls and all(max(s[-2:]) <= unet.WINOGRAD_MAX_SIDE for s in calls)
+        net.winograd = False
+        n_calls = len(calls)
+        direct = net(x)
+        assert len(calls) == n_calls  # switched off: not used
+        net.winograd = True
+    torch.testing.assert_close(fast, direct, rtol=0, atol=1e-6)
+    xg = x.clone().requires_grad_(True)
+    net(xg).mean().backward()  # kernels cached under inference_mode work with autograd
+    xd = x.clone().requires_grad_(True)
+    net.winograd = False
+    net(xd).mean().backward()
+    net.winograd = True
+    torch.testing.assert_close(xg.grad, xd.grad, rtol=1e-4, atol=1e-7)
+    with torch.no_grad():
+        net.btn[0].conv1.weight.mul_(1.5)
+        after = net(x)
+        net.winograd = False
+        direct_after = net(x)
+    assert (after - fast).abs().max() > 1e-6
+    torch.testing.assert_close(after, direct_after, rtol=0, atol=1e-6)
