@@ -41,6 +41,8 @@ def executed_flops(fn) -> float:
     return float(counter.get_total_flops())
 
 
+OFFICIAL_CNN_GFLOP = 53.06  # the official decoder with direct convolution, counted by executed_flops
+
 # Dense bf16 tensor-core peaks from the vendors' datasheets (FLOP/s), for the "of bf16 peak" column.
 BF16_PEAKS = {"H100": 989e12, "H200": 989e12, "A100": 312e12}
 
@@ -104,8 +106,11 @@ def face_folder(tmp: Path, n: int) -> Path:
     return folder
 
 
-def cli_end_to_end(weights: str, tmp: Path, n: int) -> list[dict]:
-    """`ifqa score FOLDER` (batched, decoding overlapped) vs the official per-image loop, same files."""
+def cli_end_to_end(weights: str, tmp: Path, n: int, rounds: int = 2) -> list[dict]:
+    """`ifqa score FOLDER` (batched, decoding overlapped) vs the official per-image loop, same files.
+
+    The two alternate ``rounds`` times and each keeps its best time, so a burst of load on this shared
+    machine does not decide the ratio."""
     import contextlib
     import io
 
@@ -113,28 +118,44 @@ def cli_end_to_end(weights: str, tmp: Path, n: int) -> list[dict]:
 
     folder = face_folder(tmp, n)
     files = sorted(folder.iterdir())
-    t0 = time.perf_counter()
-    with contextlib.redirect_stdout(io.StringIO()):
-        rc = cli_main(["score", str(folder), "--weights", weights, "--json", "--no-progress", "--batch-size", "8"])
-    cli_sec = time.perf_counter() - t0
-    assert rc == 0
     naive = IFQA(weights=weights)
     naive.net.requires_grad_(True)
     naive.net.fused_upsample = False  # the official formulation: upsample-then-convolve, direct convolution
     naive.net.winograd = False
-    t0 = time.perf_counter()
-    with torch.no_grad():
-        for f in files:  # official: decode, resize on the CPU, one image at a time
-            x = to_model_input(load_image(f)[None].float() / 255, "cnn")
-            naive.net(x.contiguous()).mean().item()
-    naive_sec = time.perf_counter() - t0 + _model_load_seconds(weights)
+    load_sec = _model_load_seconds(weights)  # the CLI timing includes loading the model; charge the loop the same
+    cli_sec = naive_sec = float("inf")
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        with contextlib.redirect_stdout(io.StringIO()):
+            rc = cli_main(["score", str(folder), "--weights", weights, "--json", "--no-progress", "--batch-size", "8"])
+        cli_sec = min(cli_sec, time.perf_counter() - t0)
+        assert rc == 0
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            for f in files:  # official: decode, resize on the CPU, one image at a time
+                x = to_model_input(load_image(f)[None].float() / 255, "cnn")
+                naive.net(x.contiguous()).mean().item()
+        naive_sec = min(naive_sec, time.perf_counter() - t0 + load_sec)
     return [{"backbone": "cnn", "batch": 8, "mode": "cli folder", "variant": "ifqa score", "images_per_s": n / cli_sec, "ms_per_image": 1e3 * cli_sec / n},
             {"backbone": "cnn", "batch": 1, "mode": "naive folder", "variant": "official", "images_per_s": n / naive_sec,
              "ms_per_image": 1e3 * naive_sec / n}]
 
 
+def interleaved_ratio(fn_a, fn_b, rounds: int = 5) -> float:
+    """Median of per-round time(b) / time(a), with a and b alternating: robust to drifting machine load."""
+    fn_a(), fn_b()  # warm-up
+    ratios = []
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        fn_a()
+        ta = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        fn_b()
+        ratios.append((time.perf_counter() - t0) / ta)
+    return float(np.median(ratios))
+
+
 def _model_load_seconds(weights: str) -> float:
-    """The CLI timing includes loading the model; charge the naive loop the same."""
     t0 = time.perf_counter()
     IFQA(weights=weights)
     return time.perf_counter() - t0
@@ -284,6 +305,31 @@ def main() -> None:
         records.append({"backbone": bb, "batch": 1, "mode": "naive loss", "variant": "official", "images_per_s": 1 / sec,
                         "ms_per_image": 1e3 * sec})
         rows.append([bb, 1, "naive loss", "official", 1 / sec, 1e3 * sec, "", "", "", ""])
+        if cpu and bb == "cnn" and not args.quick:  # Winograd vs direct convolution, interleaved A/B at batch 8
+            x = torch.rand(8, 3, size, size)
+            xg = x.clone().requires_grad_(True)
+
+            def with_winograd(on, fn):
+                def run():
+                    model.net.winograd = on
+                    fn()
+                return run
+
+            def score_ab():
+                with torch.inference_mode():
+                    model(x)
+
+            def loss_ab():
+                xg.grad = None
+                (1 - model(xg).score).mean().backward()
+
+            prepare(model, {})
+            for mode, fn in (("score", score_ab), ("loss fwd+bwd", loss_ab)):
+                r = interleaved_ratio(with_winograd(True, fn), with_winograd(False, fn), rounds=3 if mode == "score" else 2)
+                records.append({"backbone": bb, "batch": 8, "mode": f"A/B {mode}", "variant": "winograd vs direct conv",
+                                "speedup": r})
+                print(f"  {bb} b8 {mode}: Winograd {r:.3f}x direct convolution (interleaved)", flush=True)
+            model.net.winograd = True
         del model, naive
         if not cpu:
             torch.cuda.empty_cache()
@@ -295,14 +341,14 @@ def main() -> None:
 
     print_table("throughput", ["backbone", "batch", "mode", "variant", "img/s", "ms/img", "GFLOP/s",
                                "of bf16 peak" if not cpu else "of fp32 peak", "peak MB", "compile s"], rows)
-    ratios = summarize(records, args.backbones, cpu)
+    ratios = summarize(records, args.backbones, cpu, peak)
     print_table("ratios and targets (same run)", ["ratio", "value"], [[k, v] for k, v in ratios.items()])
     write_json(Path(args.out), {"device": dev, "machine": machine(), "matmul_gflops": peak,
                                 "bf16_matmul_gflops": bf16_practical, "bf16_datasheet_peak_flops": bf16_peak,
                                 "records": records, "ratios": ratios})
 
 
-def summarize(records: list[dict], backbones: list[str], cpu: bool) -> dict:
+def summarize(records: list[dict], backbones: list[str], cpu: bool, peak: float | None = None) -> dict:
     timed = [r for r in records if "images_per_s" in r]
     default = "fp32"
 
@@ -329,10 +375,17 @@ def summarize(records: list[dict], backbones: list[str], cpu: bool) -> dict:
             a, u = best(bb, "score", "fp32"), best(bb, "score", "fp32 unfused upsample")
             if a and u and a["batch"] == u["batch"]:
                 ratios[f"{bb}_fused_vs_unfused_upsample_score"] = a["images_per_s"] / u["images_per_s"]
-            for mode in ("score", "loss fwd+bwd"):
-                a, d = best(bb, mode, "fp32", batch=8), best(bb, mode, "fp32 direct conv", batch=8)
-                if a and d:
-                    ratios[f"{bb}_winograd_vs_direct_{mode.split()[0]}_b8"] = a["images_per_s"] / d["images_per_s"]
+            for r in records:
+                if r["backbone"] == bb and r["mode"].startswith("A/B"):
+                    ratios[f"{bb}_winograd_vs_direct_{r['mode'][4:].split()[0]}_b8 (interleaved)"] = r["speedup"]
+            fwd_all = [r for r in timed if r["backbone"] == bb and r["mode"] == "score" and r.get("fraction_of_fp32_peak")]
+            if fwd_all:
+                top = max(fwd_all, key=lambda r: r["fraction_of_fp32_peak"])
+                ratios[f"{bb}_forward_fraction_of_fp32_peak, any variant ({top['variant']}, b{top['batch']})"] = top["fraction_of_fp32_peak"]
+            if bb == "cnn" and fwd and peak:
+                top = max(fwd, key=lambda r: r["images_per_s"])
+                ratios["cnn_forward_effective_fraction (official 53.1 GFLOP/image, default path)"] = (
+                    OFFICIAL_CNN_GFLOP * top["images_per_s"] / peak)
         if not cpu:
             top_bf = max((r for r in timed if r["backbone"] == bb and r["mode"] == "loss fwd+bwd" and "bf16" in r["variant"]),
                          key=lambda r: r["images_per_s"], default=None)
