@@ -61,7 +61,9 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--fprs-prob", type=float, default=0.5)
     t.add_argument("--cutmix-prob", type=float, default=0.25)
     t.add_argument("--no-augment", action="store_true", help="no colour/zoom augmentation of real faces")
-    t.add_argument("--raw-fake-frac", type=float, default=0.5)
+    t.add_argument("--raw-fake-frac", type=float, default=0.5,
+                   help="share of fakes that are raw degraded faces; 1 = discriminator only, no generator")
+    t.add_argument("--init", metavar="WEIGHTS", help="start the discriminator from these weights (path or registered name)")
     t.add_argument("--degradation", action="append", default=[], metavar="KEY=VALUE",
                    help="override a degradation setting, e.g. p_jpeg=0.7 or jpeg_quality=30,95 (repeatable)")
     t.add_argument("--val-every", type=int, default=250)
@@ -352,6 +354,7 @@ def train_command(args) -> int:
         primary_weight=args.primary_weight, fprs_prob=args.fprs_prob, cutmix_prob=args.cutmix_prob, augment=not args.no_augment, raw_fake_frac=args.raw_fake_frac,
         val_every=args.val_every, val_images=args.val_images, ckpt_every=args.ckpt_every, seed=args.seed,
         device=args.device, limit=args.limit, resume=not args.no_resume, export_official=args.export_official,
+        init=args.init,
     )
     try:
         card = train(cfg, progress=not args.no_progress)

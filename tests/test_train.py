@@ -77,6 +77,45 @@ def test_train_smoke_reloads_and_resumes(tmp_path, capsys):
     assert [h["step"] for h in card["history"]] == [2, 3]
 
 
+def test_jpeg_only_share_gets_a_plain_jpeg_round_trip():
+    from ifqa_loss.train.degradations import jpeg_pil
+
+    x = torch.rand(3, 3, 64, 64, generator=torch.Generator().manual_seed(2))
+    cfg = DegradationConfig(p_blur=1.0, p_noise=1.0, p_jpeg_only=1.0, jpeg_quality=(50, 50), jpeg_backend="pil")
+    torch.testing.assert_close(Degrader(cfg, seed=0)(x), jpeg_pil(x, torch.full((3,), 50)), rtol=0, atol=0)
+    # unused (0), it draws no random numbers: existing recipes keep their exact degradations
+    assert torch.equal(Degrader(DegradationConfig(p_jpeg_only=0.0), seed=5)(x), Degrader(seed=5)(x))
+
+
+@pytest.mark.skipif(not FACES.is_dir(), reason="../shared/data/faces256 is absent (training data)")
+def test_discriminator_only_stage_starts_from_init_weights(tmp_path):
+    """--raw-fake-frac 1 skips the generator; --init loads the starting weights (lr 0 keeps them exactly)."""
+    from safetensors.torch import load_file
+
+    from ifqa_loss.weights import registered_path
+
+    base = ["train", "--data", str(FACES / "images"), "--val-list", str(FACES / "val.txt"), "--steps", "2",
+            "--batch-size", "2", "--limit", "4", "--val-every", "2", "--val-images", "2", "--raw-fake-frac", "1",
+            "--init", "ifqa-lite", "--no-progress"]
+    assert main(base + ["--out", str(tmp_path / "frozen"), "--lr-d", "0"]) == 0
+    init = load_file(registered_path("ifqa-lite"))
+    out = load_file(tmp_path / "frozen" / "ifqa-lite.safetensors")
+    assert out.keys() == init.keys() and all(torch.equal(out[k], init[k]) for k in init)
+    card = json.loads((tmp_path / "frozen" / "ifqa-lite.json").read_text())
+    assert card["generator"] is None and not (tmp_path / "frozen" / "generator.safetensors").exists()
+    assert card["training"]["init"] == "ifqa-lite" and "loss_l1" not in card["validation"]
+    assert main(base + ["--out", str(tmp_path / "moved")]) == 0
+    moved = load_file(tmp_path / "moved" / "ifqa-lite.safetensors")
+    assert any(not torch.equal(moved[k], init[k]) for k in init)
+
+
+def test_bad_init_weights_are_a_usage_error(tmp_path, capsys):
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"not weights")
+    rc = main(["train", "--data", str(tmp_path), "--out", str(tmp_path / "o"), "--init", str(bad), "--no-progress"])
+    assert rc == 2 and "bad.safetensors" in capsys.readouterr().err
+
+
 def test_zoom_moves_region_boxes_with_the_image():
     from ifqa_loss.train.augment import random_zoom
 

@@ -34,6 +34,7 @@ class DegradationConfig:
     jpeg_quality: tuple[int, int] = (30, 95)
     jpeg_backend: str = "auto"  # "pil" (real codec, CPU), "kornia" (differentiable, on device) or "auto"
     p_single: float = 0.0  # share of samples that get exactly one stage, chosen uniformly (isolated artefacts)
+    p_jpeg_only: float = 0.0  # share of samples that get JPEG and nothing else
 
 
 def _uniform(n: int, lo: float, hi: float, gen: torch.Generator, device) -> torch.Tensor:
@@ -120,6 +121,9 @@ class Degrader:
         single = _bernoulli(n, cfg.p_single, g)
         stages[single] = False
         stages[torch.arange(n), forced] |= ~stages.any(1)
+        if cfg.p_jpeg_only > 0:  # drawn only when used, so other configs keep their random streams
+            jpeg_only = _bernoulli(n, cfg.p_jpeg_only, g)
+            stages[jpeg_only] = torch.tensor([False, False, False, True])
         blur = stages[:, 0]
         motion = blur & _bernoulli(n, cfg.p_motion, g)
         gauss = blur & ~motion

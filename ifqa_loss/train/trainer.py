@@ -7,6 +7,9 @@ the same with random rectangles, so every part of the face is judged locally. Re
 zoom augmentations before degradation, so identity and framing do not predict the label. The
 discriminator's per-pixel BCE puts ``1 + primary_weight`` on primary-region pixels. The generator minimises
 L1 plus an adversarial term from the discriminator's map.
+
+With ``raw_fake_frac=1`` every fake is a raw degraded face and the generator is skipped: a discriminator-only
+stage, typically started from trained weights with ``init`` (e.g. to add a degradation the model under-ranks).
 """
 from __future__ import annotations
 
@@ -24,7 +27,7 @@ from torch import nn
 
 from ..models import LITE_BOTTLENECK, LITE_WIDTHS, build_model
 from ..regions import region_masks
-from ..weights import save_official, save_weights
+from ..weights import load_into, load_model, save_official, save_weights
 from .augment import random_boxes_mask, random_color, random_zoom
 from .data import FaceSet, read_name_list
 from .degradations import DegradationConfig, Degrader
@@ -64,6 +67,7 @@ class TrainConfig:
     widths: list[int] | None = None
     num_bottleneck: int | None = None
     degradation: dict = field(default_factory=dict)
+    init: str | None = None  # start the discriminator from these weights (path or registered name)
 
 
 def _dist_info() -> tuple[int, int]:
@@ -147,13 +151,22 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
+    init_net = None
+    if cfg.init is not None:  # before the data: a bad file fails at once
+        init_net = load_model(cfg.arch, cfg.init).model
+        if cfg.arch == "lite" and cfg.widths is None and cfg.num_bottleneck is None:
+            cfg.widths, cfg.num_bottleneck = list(init_net.widths), init_net.num_bottleneck
     held_out = read_name_list(cfg.val_list)
     train_set = FaceSet(cfg.data, cfg.landmarks, include=read_name_list(cfg.train_list) if cfg.train_list else None,
                         exclude=held_out, limit=cfg.limit)
     val_set = FaceSet(cfg.data, cfg.landmarks, include=held_out, limit=cfg.val_images) if held_out else None
 
     arch_cfg = _arch_config(cfg)
-    d_net = build_model(cfg.arch, **arch_cfg).to(device)
+    d_net = build_model(cfg.arch, **arch_cfg)
+    if init_net is not None:
+        load_into(d_net, init_net.state_dict(), str(cfg.init), cfg.arch)
+    d_net = d_net.to(device)
+    use_generator = cfg.raw_fake_frac < 1.0
     g_net = RestorationUNet(cfg.generator_width).to(device)
     d_model: nn.Module = _Logits(d_net)
     g_model: nn.Module = g_net
@@ -197,9 +210,12 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
         masks = region_masks(boxes, hq.shape[-1])
         lq = degrader(hq)
 
-        restored = g_model(lq)
-        raw = (torch.rand(cfg.batch_size, generator=gen) < cfg.raw_fake_frac).to(device)
-        fake = torch.where(raw[:, None, None, None], lq, restored.detach())
+        if use_generator:
+            restored = g_model(lq)
+            raw = (torch.rand(cfg.batch_size, generator=gen) < cfg.raw_fake_frac).to(device)
+            fake = torch.where(raw[:, None, None, None], lq, restored.detach())
+        else:
+            fake = lq
         swap = (torch.rand(cfg.batch_size, generator=gen) < cfg.fprs_prob).to(device)
         cut = (torch.rand(cfg.batch_size, generator=gen) < cfg.cutmix_prob).to(device)
         cut_masks = random_boxes_mask(cfg.batch_size, hq.shape[-1], gen, device)
@@ -211,26 +227,28 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
         loss_d.backward()
         opt_d.step()
 
-        d_net.requires_grad_(False)
-        adv = F.binary_cross_entropy_with_logits(d_net.forward_logits(restored * 2 - 1), torch.ones_like(masks),
-                                                 weight=1.0 + cfg.primary_weight * masks)
-        l1 = F.l1_loss(restored, hq)
-        loss_g = l1 + cfg.adv_weight * adv
-        opt_g.zero_grad(set_to_none=True)
-        loss_g.backward()
-        opt_g.step()
-        d_net.requires_grad_(True)
+        losses = {"loss_d": loss_d.item()}
+        if use_generator:
+            d_net.requires_grad_(False)
+            adv = F.binary_cross_entropy_with_logits(d_net.forward_logits(restored * 2 - 1), torch.ones_like(masks),
+                                                     weight=1.0 + cfg.primary_weight * masks)
+            l1 = F.l1_loss(restored, hq)
+            loss_g = l1 + cfg.adv_weight * adv
+            opt_g.zero_grad(set_to_none=True)
+            loss_g.backward()
+            opt_g.step()
+            d_net.requires_grad_(True)
+            losses.update(loss_l1=l1.item(), loss_adv=adv.item())
         step += 1
 
-        if not all(math.isfinite(v) for v in (loss_d.item(), loss_g.item())):
-            raise FloatingPointError(f"training diverged at step {step}: loss_d={loss_d.item()}, loss_g={loss_g.item()}")
+        if not all(math.isfinite(v) for v in losses.values()):
+            raise FloatingPointError(f"training diverged at step {step}: {losses}")
         if bar is not None:
             bar.update(1)
-            bar.set_postfix(d=f"{loss_d.item():.3f}", l1=f"{l1.item():.3f}", adv=f"{adv.item():.3f}")
+            bar.set_postfix({k[5:]: f"{v:.3f}" for k, v in losses.items()})
         record = None
         if val_set is not None and (step % cfg.val_every == 0 or step == cfg.steps):
-            record = {"step": step, **validate(d_model, val_set, device, cfg.val_images),
-                      "loss_d": loss_d.item(), "loss_l1": l1.item(), "loss_adv": adv.item()}
+            record = {"step": step, **validate(d_model, val_set, device, cfg.val_images), **losses}
             history.append(record)
             if bar is not None:
                 bar.write(json.dumps(record))
@@ -244,7 +262,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
     wall = time.perf_counter() - t0
     card = {}
     if rank == 0:
-        card = _export(cfg, d_net, g_net, arch_cfg, train_set, val_set, step, wall, history)
+        card = _export(cfg, d_net, g_net if use_generator else None, arch_cfg, train_set, val_set, step, wall, history)
     if world > 1:
         dist.barrier()
     return card
@@ -278,7 +296,8 @@ def _export(cfg: TrainConfig, d_net, g_net, arch_cfg, train_set, val_set, step, 
     d_net.eval()
     weights_path = out / f"{name}.safetensors"
     sha = save_weights(d_net, weights_path, cfg.arch, arch_cfg, {"ifqa.licence": LICENCE_NOTE, "ifqa.steps": str(step)})
-    g_sha = save_weights(g_net, out / "generator.safetensors", "generator", {"width": cfg.generator_width})
+    g_sha = None if g_net is None else save_weights(g_net, out / "generator.safetensors", "generator",
+                                                    {"width": cfg.generator_width})
     card = {
         "name": name, "file": weights_path.name, "sha256": sha, "backbone": cfg.arch, "config": arch_cfg,
         "parameters": sum(p.numel() for p in d_net.parameters()),
@@ -288,7 +307,7 @@ def _export(cfg: TrainConfig, d_net, g_net, arch_cfg, train_set, val_set, step, 
         "training": {k: v for k, v in asdict(cfg).items() if k not in ("data", "out")},
         "steps": step, "wall_time_s": round(wall, 1), "device": cfg.device, "torch": torch.__version__,
         "validation": history[-1] if history else None, "history": history,
-        "generator": {"file": "generator.safetensors", "sha256": g_sha},
+        "generator": {"file": "generator.safetensors", "sha256": g_sha} if g_sha else None,
         "licence": LICENCE_NOTE,
         "description": f"IFQA {cfg.arch} discriminator trained with ifqa-loss's recipe (degradations, generator, FPRS).",
     }
