@@ -106,6 +106,17 @@ def face_folder(tmp: Path, n: int) -> Path:
     return folder
 
 
+def official_model(backbone: str, weights: str, device: str) -> IFQA:
+    """The naive reference's model: parameters with autograd on, and for U-Nets the official formulation
+    (upsample-then-convolve decoder, direct convolution)."""
+    model = IFQA(backbone=backbone, weights=weights).to(device)
+    model.net.requires_grad_(True)
+    if hasattr(model.net, "fused_upsample"):
+        model.net.fused_upsample = False
+        model.net.winograd = False
+    return model
+
+
 def cli_end_to_end(weights: str, tmp: Path, n: int, rounds: int = 2) -> list[dict]:
     """`ifqa score FOLDER` (batched, decoding overlapped) vs the official per-image loop, same files.
 
@@ -118,10 +129,7 @@ def cli_end_to_end(weights: str, tmp: Path, n: int, rounds: int = 2) -> list[dic
 
     folder = face_folder(tmp, n)
     files = sorted(folder.iterdir())
-    naive = IFQA(weights=weights)
-    naive.net.requires_grad_(True)
-    naive.net.fused_upsample = False  # the official formulation: upsample-then-convolve, direct convolution
-    naive.net.winograd = False
+    naive = official_model("cnn", weights, "cpu")
     load_sec = _model_load_seconds(weights)  # the CLI timing includes loading the model; charge the loop the same
     cli_sec = naive_sec = float("inf")
     for _ in range(rounds):
@@ -285,11 +293,7 @@ def main() -> None:
                     low = model(x).score
             records.append({"backbone": bb, "mode": "bf16 score error", "max_abs": float((ref - low).abs().max())})
         # naive reference: one image at a time, decoded file, CPU resize, parameter autograd on, official formulation
-        naive = IFQA(backbone=bb, weights=weights_for(bb, tmp)).to(dev)
-        naive.net.requires_grad_(True)
-        if hasattr(naive.net, "fused_upsample"):
-            naive.net.fused_upsample = False
-            naive.net.winograd = False
+        naive = official_model(bb, weights_for(bb, tmp), dev)
         img_path = tmp / "face.png"
         from PIL import Image
 
