@@ -17,6 +17,7 @@ from typing import Iterator
 
 import numpy as np
 
+from .cpu_memory import reuse_freed_memory
 from .train.data import IMAGE_SUFFIXES
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -162,6 +163,8 @@ def score_command(args) -> int:
         raise UsageError("--batch-size must be >= 1")
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise UsageError(f"--device {args.device}: CUDA is not available")
+    if args.device == "cpu":  # reuse activation memory across batches instead of page-faulting it in again
+        reuse_freed_memory()
     maps_dir = Path(args.save_maps) if args.save_maps else None
     if maps_dir is not None:  # check the outputs before scoring, not after
         try:
@@ -347,6 +350,8 @@ def train_command(args) -> int:
 
     if args.steps < 1 or args.batch_size < 1:
         raise UsageError("--steps and --batch-size must be >= 1")
+    if args.device == "cpu":
+        reuse_freed_memory()
     cfg = TrainConfig(
         data=args.data, out=args.out, landmarks=args.landmarks, val_list=args.val_list, train_list=args.train_list,
         arch=args.arch, degradation=_degradation_overrides(args.degradation),

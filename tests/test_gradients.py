@@ -270,3 +270,49 @@ def test_winograd_layers_match_direct_convolution_and_track_weight_updates(monke
         direct_after = net(x)
     assert (after - fast).abs().max() > 1e-6
     torch.testing.assert_close(after, direct_after, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("c_in,c_out,h,w,bias,channels_last", [(64, 1, 12, 10, True, False), (5, 3, 7, 4, False, True),
+                                                                (16, 4, 8, 8, True, True)])
+def test_narrow_conv3x3_equals_conv2d(c_in, c_out, h, w, bias, channels_last):
+    """Matrix product + col2im is conv2d with padding 1, values and gradients (float64), either memory format."""
+    import torch.nn.functional as F
+
+    from ifqa_loss.models.unet import narrow_conv3x3, narrow_kernel
+
+    g = torch.Generator().manual_seed(c_in + c_out)
+    x = torch.randn(2, c_in, h, w, generator=g, dtype=torch.float64)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    x.requires_grad_(True)
+    wt = torch.randn(c_out, c_in, 3, 3, generator=g, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(c_out, generator=g, dtype=torch.float64, requires_grad=bias) if bias else None
+    ref = F.conv2d(x, wt, b, padding=1)
+    out = narrow_conv3x3(x, narrow_kernel(wt), b)
+    assert out.shape == ref.shape == (2, c_out, h, w)
+    torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-12)
+    params = (x, wt) + ((b,) if bias else ())
+    for a, c in zip(torch.autograd.grad(ref.sin().sum(), params), torch.autograd.grad(out.sin().sum(), params)):
+        torch.testing.assert_close(a, c, rtol=1e-10, atol=1e-10)
+
+
+def test_narrow_final_layer_matches_direct_convolution(monkeypatch):
+    """The U-Net's 1-channel output layer takes the narrow path on the CPU, with the same map and input
+    gradient as direct convolution; the official formulation switches it off."""
+    from ifqa_loss.models import unet
+
+    calls = []
+    real = unet.narrow_conv3x3
+    monkeypatch.setattr(unet, "narrow_conv3x3", lambda *a: calls.append(a[0].shape) or real(*a))
+    torch.manual_seed(0)
+    net = unet.UNetDiscriminator(widths=(16, 8, 16, 16, 16), num_bottleneck=1).eval().requires_grad_(False)
+    x = torch.rand(2, 3, 64, 64) * 2 - 1
+    xg = x.clone().requires_grad_(True)
+    net(xg).square().mean().backward()
+    assert calls == [(2, 16, 64, 64)]  # only the 16 -> 1 output layer
+    net.use_official_formulation()
+    assert not (net.narrow_conv or net.winograd or net.fused_upsample)
+    xd = x.clone().requires_grad_(True)
+    net(xd).square().mean().backward()
+    assert len(calls) == 1  # switched off: not used
+    torch.testing.assert_close(xg.grad, xd.grad, rtol=1e-4, atol=1e-8)

@@ -25,6 +25,7 @@ def test_summary_reports_targets_from_one_run():
         _rec("cnn", 8, "score", "fp32 unfused upsample", 1.0, 0.78),
         {"backbone": "cnn", "batch": 8, "mode": "A/B score", "variant": "winograd vs direct conv", "speedup": 1.12},
         _rec("cnn", 8, "cli folder", "ifqa score", 1.4),
+        _rec("cnn", 8, "cli folder", "ifqa score, glibc malloc defaults", 1.6),  # must not stand in for the default
         _rec("cnn", 1, "naive folder", "official", 1.0),
     ]
     r = speed.summarize(records, ["lite", "cnn"], cpu=True, peak=60.0)
@@ -36,6 +37,7 @@ def test_summary_reports_targets_from_one_run():
     assert r["cnn_winograd_vs_direct_score_b8 (interleaved)"] == pytest.approx(1.12)
     assert r["cnn_fused_vs_unfused_upsample_score"] == pytest.approx(1.5)
     assert r["cnn_cli_folder_vs_naive"] == pytest.approx(1.4)
+    assert r["cnn_cli_folder_vs_naive, glibc malloc defaults"] == pytest.approx(1.6)
 
 
 def test_interleaved_ratio_is_the_median_of_alternating_rounds(monkeypatch):
