@@ -25,7 +25,7 @@ from torch import nn
 
 from common import RESULTS, SHARED, machine, print_table, write_json
 
-from ifqa_loss import IFQA
+from ifqa_loss import IFQA, IFQALoss
 from ifqa_loss.cpu_memory import OPT_OUT_ENV
 from ifqa_loss.models import build_model
 from ifqa_loss.preprocess import load_image, to_model_input
@@ -153,6 +153,45 @@ def naive_folder(folder: str, weights: str) -> None:
         for f in sorted(Path(folder).iterdir()):
             x = to_model_input(load_image(f)[None].float() / 255, "cnn")
             print(f.name, naive.net(x.contiguous()).mean().item())
+
+
+def forward_vs_matmul(model: IFQA, score_b8, n: int = 4096) -> list[dict]:
+    """`cnn` batch-8 scoring against the n x n fp32 matmul, interleaved so drifts in machine speed cancel.
+
+    Two paths: the default (Winograd on) and direct convolution. ``executed_fraction`` counts the FLOPs
+    each path runs; ``nominal_fraction`` counts the official 53.1 GFLOP per image for both."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    mm_flops = 2.0 * n ** 3
+    out = []
+    for variant, winograd in (("default", True), ("direct conv", False)):
+        model.net.winograd = winograd
+        flops = executed_flops(score_b8)
+        t_ratio = interleaved_ratio(lambda: a @ b, score_b8, rounds=5)  # t_score / t_matmul
+        out.append({"backbone": "cnn", "batch": 8, "mode": "A/B score vs matmul", "variant": variant,
+                    "executed_fraction": flops / mm_flops / t_ratio,
+                    "nominal_fraction": OFFICIAL_CNN_GFLOP * 1e9 * 8 / mm_flops / t_ratio})
+        print(f"  cnn b8 score [{variant}] vs matmul, interleaved: {out[-1]['executed_fraction']:.3f} of peak "
+              f"(executed FLOPs), {out[-1]['nominal_fraction']:.3f} (official FLOPs)", flush=True)
+    model.net.winograd = True
+    return out
+
+
+def lite_vs_cnn_loss(tmp: Path, batch: int = 8, lite_calls: int = 8) -> dict:
+    """Loss forward+backward per image, `lite` vs `cnn`, interleaved (``lite_calls`` lite calls per cnn call)."""
+    models = {bb: IFQALoss(backbone=bb, weights=weights_for(bb, tmp)) for bb in ("lite", "cnn")}
+    xs = {bb: torch.rand(batch, 3, 256, 256, requires_grad=True) for bb in models}
+
+    def step(bb):
+        xs[bb].grad = None
+        models[bb](xs[bb]).backward()
+
+    def lite():
+        for _ in range(lite_calls):
+            step("lite")
+
+    speedup = lite_calls * interleaved_ratio(lite, lambda: step("cnn"), rounds=4)
+    print(f"  lite vs cnn loss b{batch}, interleaved: {speedup:.1f}x", flush=True)
+    return {"backbone": "lite", "batch": batch, "mode": "A/B loss fwd+bwd", "variant": "lite vs cnn", "speedup": speedup}
 
 
 def interleaved_ratio(fn_a, fn_b, rounds: int = 5) -> float:
@@ -348,11 +387,14 @@ def main() -> None:
                                 "speedup": r})
                 print(f"  {bb} b8 {mode}: Winograd {r:.3f}x direct convolution (interleaved)", flush=True)
             model.net.winograd = True
+            records.extend(forward_vs_matmul(model, score_ab))
         del model, naive
         if not cpu:
             torch.cuda.empty_cache()
 
 
+    if cpu and not args.quick and {"lite", "cnn"} <= set(args.backbones):
+        records.append(lite_vs_cnn_loss(tmp))
     rows.extend([[r["backbone"], r["batch"], r["mode"], r["variant"], r["images_per_s"], r["ms_per_image"], "", "", "", ""]
                  for r in records if r["mode"] in ("cli folder", "naive folder")])
     print_table("throughput", ["backbone", "batch", "mode", "variant", "img/s", "ms/img", "GFLOP/s",
@@ -377,7 +419,7 @@ def summarize(records: list[dict], backbones: list[str], cpu: bool, peak: float 
     for b in (32, 8, 4, 1):
         lite, cnn = best("lite", "loss fwd+bwd", default, b), best("cnn", "loss fwd+bwd", default, b)
         if lite and cnn:
-            ratios[f"lite_vs_cnn_loss_b{b}"] = lite["images_per_s"] / cnn["images_per_s"]
+            ratios[f"lite_vs_cnn_loss_b{b} (sequential)"] = lite["images_per_s"] / cnn["images_per_s"]
             break
     for bb in backbones:
         naive = best(bb, "naive loss")
@@ -392,7 +434,7 @@ def summarize(records: list[dict], backbones: list[str], cpu: bool, peak: float 
             if a and u and a["batch"] == u["batch"]:
                 ratios[f"{bb}_fused_vs_unfused_upsample_score"] = a["images_per_s"] / u["images_per_s"]
             for r in records:
-                if r["backbone"] == bb and r["mode"].startswith("A/B"):
+                if r["backbone"] == bb and r["variant"] == "winograd vs direct conv":
                     ratios[f"{bb}_winograd_vs_direct_{r['mode'][4:].split()[0]}_b8 (interleaved)"] = r["speedup"]
             fwd_all = [r for r in timed if r["backbone"] == bb and r["mode"] == "score" and r.get("fraction_of_fp32_peak")]
             if fwd_all:
@@ -413,6 +455,14 @@ def summarize(records: list[dict], backbones: list[str], cpu: bool, peak: float 
             err = [r["max_abs"] for r in records if r["backbone"] == bb and r["mode"] == "bf16 score error"]
             if err:
                 ratios[f"{bb}_bf16_score_max_abs_error"] = err[0]
+    for r in records:
+        if r["mode"] == "A/B loss fwd+bwd" and r["variant"] == "lite vs cnn":
+            ratios[f"lite_vs_cnn_loss_b{r['batch']} (interleaved)"] = r["speedup"]
+        if r["mode"] == "A/B score vs matmul":
+            ratios[f"cnn_forward_fraction_of_fp32_peak ({r['variant']}, interleaved with the matmul)"] = r["executed_fraction"]
+            if r["variant"] == "default":
+                ratios["cnn_forward_effective_fraction (official 53.1 GFLOP/image, default path, interleaved)"] = (
+                    r["nominal_fraction"])
     cli, naive = best("cnn", "cli folder", "ifqa score"), best("cnn", "naive folder")
     if cli and naive:
         ratios["cnn_cli_folder_vs_naive"] = cli["images_per_s"] / naive["images_per_s"]

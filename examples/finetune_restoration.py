@@ -34,6 +34,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from ifqa_loss import IFQA, IFQALoss  # noqa: E402
+from ifqa_loss.cpu_memory import reuse_freed_memory  # noqa: E402
 from ifqa_loss.functional import ifqa_loss  # noqa: E402
 from ifqa_loss.preprocess import load_image  # noqa: E402
 from ifqa_loss.regions import region_masks  # noqa: E402
@@ -174,6 +175,8 @@ def main(argv=None) -> dict:
     t_start = time.perf_counter()
     torch.manual_seed(args.seed)
     dev = torch.device(args.device)
+    if dev.type == "cpu":  # a CPU training loop: reuse activation memory instead of page-faulting it every step
+        reuse_freed_memory()
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     data = Path(args.data)

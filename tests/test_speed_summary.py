@@ -24,12 +24,22 @@ def test_summary_reports_targets_from_one_run():
         _rec("cnn", 8, "score", "fp32 direct conv", 1.3, 0.80),
         _rec("cnn", 8, "score", "fp32 unfused upsample", 1.0, 0.78),
         {"backbone": "cnn", "batch": 8, "mode": "A/B score", "variant": "winograd vs direct conv", "speedup": 1.12},
+        {"backbone": "lite", "batch": 8, "mode": "A/B loss fwd+bwd", "variant": "lite vs cnn", "speedup": 24.0},
+        {"backbone": "cnn", "batch": 8, "mode": "A/B score vs matmul", "variant": "default", "executed_fraction": 0.7,
+         "nominal_fraction": 1.1},
+        {"backbone": "cnn", "batch": 8, "mode": "A/B score vs matmul", "variant": "direct conv", "executed_fraction": 0.85,
+         "nominal_fraction": 0.9},
         _rec("cnn", 8, "cli folder", "ifqa score", 1.4),
         _rec("cnn", 8, "cli folder", "ifqa score, glibc malloc defaults", 1.6),  # must not stand in for the default
         _rec("cnn", 1, "naive folder", "official", 1.0),
     ]
     r = speed.summarize(records, ["lite", "cnn"], cpu=True, peak=60.0)
-    assert r["lite_vs_cnn_loss_b8"] == pytest.approx(40.0)
+    assert r["lite_vs_cnn_loss_b8 (sequential)"] == pytest.approx(40.0)
+    assert r["lite_vs_cnn_loss_b8 (interleaved)"] == pytest.approx(24.0)
+    assert r["cnn_forward_fraction_of_fp32_peak (default, interleaved with the matmul)"] == pytest.approx(0.7)
+    assert r["cnn_forward_fraction_of_fp32_peak (direct conv, interleaved with the matmul)"] == pytest.approx(0.85)
+    assert r["cnn_forward_effective_fraction (official 53.1 GFLOP/image, default path, interleaved)"] == pytest.approx(1.1)
+    assert not any("lite_winograd" in k for k in r)  # the lite-vs-cnn A/B is not a Winograd comparison
     assert r["cnn_forward_fraction_of_fp32_peak"] == pytest.approx(0.70)  # the default path, executed FLOPs
     assert r["cnn_forward_fraction_of_fp32_peak, any variant (fp32 direct conv, b8)"] == pytest.approx(0.80)
     assert r["cnn_forward_effective_fraction (official 53.1 GFLOP/image, default path)"] == pytest.approx(

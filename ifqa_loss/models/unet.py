@@ -124,6 +124,9 @@ def narrow_conv3x3(x: torch.Tensor, kernel: torch.Tensor, bias: torch.Tensor | N
 class _CachedKernels:
     """Kernels derived from a frozen conv weight, built once and reused until the weight changes."""
 
+    winograd: bool = True
+    narrow: bool = True
+
     def _derived_kernel(self, conv: nn.Conv2d, kind: str, build) -> torch.Tensor:
         w = conv.weight
         if w.requires_grad and torch.is_grad_enabled():
@@ -154,9 +157,6 @@ class _CachedKernels:
 class ResBlock(_CachedKernels, nn.Module):
     """Pre-activation residual block, optionally halving the resolution."""
 
-    winograd: bool = True
-    narrow: bool = True
-
     def __init__(self, c_in: int, c_out: int, downsample: bool) -> None:
         super().__init__()
         self.downsample = downsample
@@ -186,8 +186,6 @@ class UpResBlock(_CachedKernels, nn.Module):
     """
 
     fused: bool = True
-    winograd: bool = True
-    narrow: bool = True
 
     def __init__(self, c_in: int, c_out: int) -> None:
         super().__init__()
