@@ -224,3 +224,14 @@ def test_decoding_modes(tmp_path):
     Image.fromarray(g16).save(tmp_path / "g16.png")
     t = load_image(tmp_path / "g16.png")
     assert t.shape == (3, 20, 24) and int(t.max()) == 255 and int(t[0, 0, 0]) == 0
+
+
+def test_cpu_scoring_reuses_freed_memory(lite_weights, image_dir, capsys, monkeypatch):
+    """`ifqa score` on the CPU switches on the allocator setting (cpu_memory.py) before it scores."""
+    import ifqa_loss.cli as cli
+
+    calls = []
+    monkeypatch.setattr(cli, "reuse_freed_memory", lambda: calls.append(1) or True)
+    rc, out, err = run(["score", str(image_dir / "b_face.png"), "--weights", str(lite_weights), "--json"], capsys)
+    assert rc == 0, err
+    assert calls == [1] and len(json.loads(out)) == 1
