@@ -236,14 +236,20 @@ def test_winograd_conv3x3_equals_conv2d(c_in, c_out, h, w, bias):
         winograd_conv3x3(x[..., :-1], winograd_kernel(wt), b)
 
 
+def _record_input_shapes(monkeypatch, module, name: str) -> list:
+    """Wrap ``module.name`` so each call appends its first argument's shape to the returned list."""
+    calls = []
+    real = getattr(module, name)
+    monkeypatch.setattr(module, name, lambda *a: calls.append(a[0].shape) or real(*a))
+    return calls
+
+
 def test_winograd_layers_match_direct_convolution_and_track_weight_updates(monkeypatch):
     """A U-Net with wide low-resolution layers takes the Winograd path on the CPU: same map as direct
     convolution, under inference_mode and autograd, and the cached kernel follows in-place weight changes."""
     from ifqa_loss.models import unet
 
-    calls = []
-    real = unet.winograd_conv3x3
-    monkeypatch.setattr(unet, "winograd_conv3x3", lambda *a: calls.append(a[0].shape) or real(*a))
+    calls = _record_input_shapes(monkeypatch, unet, "winograd_conv3x3")
     torch.manual_seed(0)
     net = unet.UNetDiscriminator(widths=(4, 8, 16, 256, 256), num_bottleneck=1).eval().requires_grad_(False)
     x = torch.rand(2, 3, 64, 64) * 2 - 1
@@ -301,9 +307,7 @@ def test_narrow_final_layer_matches_direct_convolution(monkeypatch):
     gradient as direct convolution; the official formulation switches it off."""
     from ifqa_loss.models import unet
 
-    calls = []
-    real = unet.narrow_conv3x3
-    monkeypatch.setattr(unet, "narrow_conv3x3", lambda *a: calls.append(a[0].shape) or real(*a))
+    calls = _record_input_shapes(monkeypatch, unet, "narrow_conv3x3")
     torch.manual_seed(0)
     net = unet.UNetDiscriminator(widths=(16, 8, 16, 16, 16), num_bottleneck=1).eval().requires_grad_(False)
     x = torch.rand(2, 3, 64, 64) * 2 - 1
