@@ -67,6 +67,15 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--init", metavar="WEIGHTS", help="start the discriminator from these weights (path or registered name)")
     t.add_argument("--degradation", action="append", default=[], metavar="KEY=VALUE",
                    help="override a degradation setting, e.g. p_jpeg=0.7 or jpeg_quality=30,95 (repeatable)")
+    t.add_argument("--rank-weight", type=float, default=0.0,
+                   help="weight of the severity-ranking hinge (harsher twin scores lower; 0 = off)")
+    t.add_argument("--rank-margin", type=float, default=0.15, help="score margin per unit of severity gap")
+    t.add_argument("--rank-kinds", default="jpeg,jpeg,jpeg,blur,noise,downup",
+                   help="comma-separated kinds for severity pairs (repeat one to draw it more often)")
+    t.add_argument("--region-rank-weight", type=float, default=0.0,
+                   help="weight of the hinge that makes primary-region damage cost more than damage elsewhere")
+    t.add_argument("--region-rank-margin", type=float, default=0.03)
+    t.add_argument("--rank-pairs", type=int, default=8, help="faces per batch that also form ranking pairs")
     t.add_argument("--val-every", type=int, default=250)
     t.add_argument("--val-images", type=int, default=64)
     t.add_argument("--ckpt-every", type=int, default=100)
@@ -359,7 +368,10 @@ def train_command(args) -> int:
         primary_weight=args.primary_weight, fprs_prob=args.fprs_prob, cutmix_prob=args.cutmix_prob, augment=not args.no_augment, raw_fake_frac=args.raw_fake_frac,
         val_every=args.val_every, val_images=args.val_images, ckpt_every=args.ckpt_every, seed=args.seed,
         device=args.device, limit=args.limit, resume=not args.no_resume, export_official=args.export_official,
-        init=args.init,
+        init=args.init, rank_weight=args.rank_weight, rank_margin=args.rank_margin,
+        rank_kinds=[k.strip() for k in args.rank_kinds.split(",") if k.strip()],
+        region_rank_weight=args.region_rank_weight, region_rank_margin=args.region_rank_margin,
+        rank_pairs=args.rank_pairs,
     )
     try:
         card = train(cfg, progress=not args.no_progress)

@@ -30,6 +30,7 @@ from ..regions import region_masks
 from ..weights import load_into, load_model, save_official, save_weights
 from .augment import random_boxes_mask, random_color, random_zoom
 from .data import FaceSet, read_name_list
+from .ranking import SEVERITY_RANGES, ranking_hinge, region_pairs, severity_pairs
 from .degradations import DegradationConfig, Degrader
 from .generator import RestorationUNet
 
@@ -68,6 +69,12 @@ class TrainConfig:
     num_bottleneck: int | None = None
     degradation: dict = field(default_factory=dict)
     init: str | None = None  # start the discriminator from these weights (path or registered name)
+    rank_weight: float = 0.0  # severity-ranking hinge (see ranking.py); 0 = off, the paper's recipe
+    rank_margin: float = 0.15  # score margin per unit of severity gap
+    rank_kinds: list[str] = field(default_factory=lambda: ["jpeg", "jpeg", "jpeg", "blur", "noise", "downup"])
+    region_rank_weight: float = 0.0  # primary-region-ranking hinge; 0 = off
+    region_rank_margin: float = 0.03
+    rank_pairs: int = 8  # faces of each batch that also form ranking pairs
 
 
 def _dist_info() -> tuple[int, int]:
@@ -79,6 +86,17 @@ def _dist_info() -> tuple[int, int]:
 def _setup_distributed(device: str) -> None:
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
         dist.init_process_group(backend="nccl" if device.startswith("cuda") else "gloo")
+
+
+def _check_ranking(cfg: TrainConfig) -> None:
+    for name in ("rank_weight", "rank_margin", "region_rank_weight", "region_rank_margin"):
+        if not getattr(cfg, name) >= 0:
+            raise ValueError(f"{name} must be >= 0, got {getattr(cfg, name)}")
+    if cfg.rank_pairs < 1:
+        raise ValueError(f"rank_pairs must be >= 1, got {cfg.rank_pairs}")
+    bad = [k for k in cfg.rank_kinds if k not in SEVERITY_RANGES]
+    if cfg.rank_weight > 0 and (bad or not cfg.rank_kinds):
+        raise ValueError(f"rank_kinds must name kinds from {sorted(SEVERITY_RANGES)}, got {cfg.rank_kinds}")
 
 
 def _arch_config(cfg: TrainConfig) -> dict:
@@ -145,6 +163,7 @@ def validate(d: nn.Module, val: FaceSet, device: torch.device, n: int, seed: int
 
 def train(cfg: TrainConfig, progress: bool = True) -> dict:
     """Run (or resume) training; returns the model card written next to the weights."""
+    _check_ranking(cfg)
     _setup_distributed(cfg.device)
     rank, world = _dist_info()
     device = torch.device(cfg.device if not cfg.device.startswith("cuda") or world == 1 else f"cuda:{rank}")
@@ -220,14 +239,30 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
         cut = (torch.rand(cfg.batch_size, generator=gen) < cfg.cutmix_prob).to(device)
         cut_masks = random_boxes_mask(cfg.batch_size, hq.shape[-1], gen, device)
         imgs, labels, regions = discriminator_batch(hq, fake, masks, swap, cut_masks, cut)
-        logits = d_model(imgs * 2 - 1)
+        n_bce, extra = imgs.shape[0], []
+        k = min(cfg.rank_pairs, cfg.batch_size)
+        if cfg.rank_weight > 0:  # no random draws when off, so other recipes keep their streams
+            milder, harsher, gap = severity_pairs(hq[:k], cfg.rank_kinds, gen)
+            extra += [milder, harsher]
+        if cfg.region_rank_weight > 0:
+            extra += list(region_pairs(hq[:k], lq[:k], masks[:k], gen))
+        logits = d_model(torch.cat([imgs, *extra]) * 2 - 1 if extra else imgs * 2 - 1)
         weight = 1.0 + cfg.primary_weight * regions
-        loss_d = F.binary_cross_entropy_with_logits(logits, labels, weight=weight)
+        loss_d = F.binary_cross_entropy_with_logits(logits[:n_bce], labels, weight=weight)
+        pair_scores = list(torch.sigmoid(logits[n_bce:]).mean(dim=(1, 2, 3)).split(k)) if extra else []
+        rank_losses = {}
+        if cfg.rank_weight > 0:
+            rank_losses["loss_rank"] = ranking_hinge(pair_scores.pop(0), pair_scores.pop(0), cfg.rank_margin * gap)
+        if cfg.region_rank_weight > 0:
+            in_primary, elsewhere = pair_scores.pop(0), pair_scores.pop(0)
+            rank_losses["loss_region_rank"] = ranking_hinge(elsewhere, in_primary, cfg.region_rank_margin)
+        total_d = loss_d + cfg.rank_weight * rank_losses.get("loss_rank", 0.0) \
+            + cfg.region_rank_weight * rank_losses.get("loss_region_rank", 0.0)
         opt_d.zero_grad(set_to_none=True)
-        loss_d.backward()
+        total_d.backward()
         opt_d.step()
 
-        losses = {"loss_d": loss_d.item()}
+        losses = {"loss_d": loss_d.item(), **{name: v.item() for name, v in rank_losses.items()}}
         if use_generator:
             d_net.requires_grad_(False)
             adv = F.binary_cross_entropy_with_logits(d_net.forward_logits(restored * 2 - 1), torch.ones_like(masks),

@@ -1,0 +1,107 @@
+"""Ranking terms for the discriminator: worse images must score lower.
+
+Per-pixel BCE pushes every fake towards 0 but never says that a q18 JPEG is worse than a q85 one, so a
+metric can separate real from fake and still rank severities poorly. Two optional pairwise hinge terms
+add that order on the image score (the mean of the map):
+
+* severity pairs: one face degraded by the same kind at a milder and a harsher level (or left clean);
+  the harsher twin must score lower by ``margin * (level gap)``;
+* region pairs: the same degradation pasted into the primary regions (eyes, nose, mouth) or into an
+  equal-shaped area moved elsewhere; the primary-region version must score lower by ``margin``.
+
+Severity is a number in [0, 1] per kind (:data:`SEVERITY_RANGES`).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from .degradations import down_up, gaussian_blur, gaussian_noise, jpeg_pil
+
+#: What severity 0 and 1 mean for each kind (JPEG quality, Gaussian sigma in px, noise sigma in 8-bit
+#: levels, down-up factor; the factor is interpolated log-linearly).
+SEVERITY_RANGES = {"jpeg": (95, 15), "blur": (0.3, 4.0), "noise": (1.0, 25.0), "downup": (1.1, 8.0)}
+
+
+def degrade_at(x: torch.Tensor, kind: str, severity: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Degrade each sample by ``kind`` at its own severity.
+
+    Args:
+        x: (N, 3, H, W) in [0, 1]. severity: (N,) in [0, 1].
+    Returns:
+        (N, 3, H, W) in [0, 1].
+    """
+    lo, hi = SEVERITY_RANGES[kind]
+    u = severity.to(torch.float32)
+    if kind == "jpeg":
+        return jpeg_pil(x, (lo + u * (hi - lo)).round().int())
+    if kind == "blur":
+        return gaussian_blur(x, (lo + u * (hi - lo)).to(x.device))
+    if kind == "noise":
+        return gaussian_noise(x, (lo + u * (hi - lo)).to(x.device), gen)
+    if kind == "downup":
+        return down_up(x, lo * (hi / lo) ** u, ["bicubic"] * x.shape[0])
+    raise ValueError(f"unknown degradation kind {kind!r}; expected one of {sorted(SEVERITY_RANGES)}")
+
+
+def severity_pairs(hq: torch.Tensor, kinds: list[str], gen: torch.Generator, p_clean: float = 0.25):
+    """Milder and harsher twins of each face, one kind per sample drawn uniformly from ``kinds``.
+
+    Repeating a kind in ``kinds`` draws it more often. With probability ``p_clean`` the milder twin is the
+    clean face itself.
+
+    Returns:
+        milder (N, 3, H, W), harsher (N, 3, H, W), gap (N,): harsher minus milder severity, in (0, 1].
+    """
+    for k in kinds:
+        if k not in SEVERITY_RANGES:
+            raise ValueError(f"unknown degradation kind {k!r}; expected one of {sorted(SEVERITY_RANGES)}")
+    n = hq.shape[0]
+    pick = torch.randint(0, len(kinds), (n,), generator=gen)
+    u = torch.rand(n, 2, generator=gen).sort(dim=1).values
+    clean = torch.rand(n, generator=gen) < p_clean
+    u[clean, 0] = 0.0
+    milder, harsher = hq.clone(), hq.clone()
+    for kind in dict.fromkeys(kinds):
+        sel = torch.tensor([kinds[int(i)] == kind for i in pick])
+        if not sel.any():
+            continue
+        harsher[sel.to(hq.device)] = degrade_at(hq[sel.to(hq.device)], kind, u[sel, 1], gen)
+        mild = sel & ~clean
+        if mild.any():
+            milder[mild.to(hq.device)] = degrade_at(hq[mild.to(hq.device)], kind, u[mild, 0], gen)
+    return milder, harsher, (u[:, 1] - u[:, 0]).clamp_min(1e-3).to(hq.device)
+
+
+def moved_masks(masks: torch.Tensor, gen: torch.Generator, distance: tuple[float, float] = (0.15, 0.3)) -> torch.Tensor:
+    """Each mask shifted in a random direction by ``distance`` of the side, minus the original regions.
+
+    Args:
+        masks: (N, 1, H, W) primary-region masks.
+    Returns:
+        (N, 1, H, W) control masks of (at most) the same shape, disjoint from ``masks``.
+    """
+    out = torch.empty_like(masks)
+    side = masks.shape[-1]
+    for i in range(masks.shape[0]):
+        angle = float(torch.rand((), generator=gen)) * 2 * math.pi
+        r = (distance[0] + (distance[1] - distance[0]) * float(torch.rand((), generator=gen))) * side
+        out[i] = masks[i].roll((round(r * math.sin(angle)), round(r * math.cos(angle))), dims=(-2, -1))
+    return out * (1 - masks)
+
+
+def region_pairs(hq: torch.Tensor, lq: torch.Tensor, masks: torch.Tensor, gen: torch.Generator):
+    """``lq`` pasted into the primary regions of ``hq``, and into an equal-shaped area elsewhere.
+
+    Returns:
+        in_primary (N, 3, H, W), elsewhere (N, 3, H, W).
+    """
+    control = moved_masks(masks, gen)
+    return hq * (1 - masks) + lq * masks, hq * (1 - control) + lq * control
+
+
+def ranking_hinge(better: torch.Tensor, worse: torch.Tensor, margin: torch.Tensor | float) -> torch.Tensor:
+    """Mean of ``relu(margin - (better - worse))``: zero once ``better`` leads by the margin. Shapes (N,)."""
+    return F.relu(margin - (better - worse)).mean()

@@ -1,0 +1,93 @@
+"""Ranking terms of the training recipe: ordered severity pairs, region pairs, the hinge, and a run with them."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from ifqa_loss.cli import main
+from ifqa_loss.regions import region_masks, template_boxes
+from ifqa_loss.train.ranking import SEVERITY_RANGES, degrade_at, moved_masks, ranking_hinge, region_pairs, severity_pairs
+
+FACES = Path(__file__).resolve().parents[2] / "shared" / "data" / "faces256"
+
+
+def _face_like(n: int = 4, size: int = 64) -> torch.Tensor:
+    """Smooth shading plus fine texture, so blur, JPEG and resampling all remove something."""
+    g = torch.Generator().manual_seed(0)
+    yy, xx = torch.meshgrid(torch.linspace(0, 1, size), torch.linspace(0, 1, size), indexing="ij")
+    base = (0.3 + 0.4 * xx * yy)[None, None].expand(n, 3, size, size)
+    return (base + 0.15 * torch.rand(n, 3, size, size, generator=g)).clamp(0, 1)
+
+
+@pytest.mark.parametrize("kind", sorted(SEVERITY_RANGES))
+def test_higher_severity_moves_further_from_the_clean_image(kind):
+    x = _face_like()
+    errs = []
+    for u in (0.1, 0.5, 0.95):
+        y = degrade_at(x, kind, torch.full((x.shape[0],), u), torch.Generator().manual_seed(1))
+        assert y.shape == x.shape and 0 <= y.min() and y.max() <= 1
+        errs.append(float((y - x).square().mean()))
+    assert errs[0] < errs[1] < errs[2], errs
+
+
+def test_severity_pairs_are_ordered_and_clean_twins_are_exact():
+    x = _face_like(6)
+    milder, harsher, gap = severity_pairs(x, ["blur", "jpeg", "downup"], torch.Generator().manual_seed(3))
+    assert milder.shape == harsher.shape == x.shape and gap.shape == (6,)
+    assert ((gap > 0) & (gap <= 1)).all()
+    err = lambda y: (y - x).square().mean(dim=(1, 2, 3))  # noqa: E731
+    assert (err(harsher) > err(milder)).all()
+    milder, harsher, _ = severity_pairs(x, ["noise"], torch.Generator().manual_seed(3), p_clean=1.0)
+    assert torch.equal(milder, x) and not torch.equal(harsher, x)
+
+
+def test_unknown_kind_names_the_choices():
+    with pytest.raises(ValueError, match="unknown degradation kind 'sharpen'.*jpeg"):
+        severity_pairs(_face_like(2), ["jpeg", "sharpen"], torch.Generator())
+
+
+def test_region_pairs_paste_the_same_damage_into_disjoint_equal_shapes():
+    masks = region_masks(template_boxes(3), 64)
+    hq, lq = _face_like(3), torch.zeros(3, 3, 64, 64)
+    control = moved_masks(masks, torch.Generator().manual_seed(4))
+    assert (control * masks).sum() == 0
+    assert ((control.sum((1, 2, 3)) > 0) & (control.sum((1, 2, 3)) <= masks.sum((1, 2, 3)))).all()
+    in_primary, elsewhere = region_pairs(hq, lq, masks, torch.Generator().manual_seed(4))
+    torch.testing.assert_close(in_primary, hq * (1 - masks))
+    torch.testing.assert_close(elsewhere, hq * (1 - control))
+
+
+def test_ranking_hinge_is_zero_once_the_margin_is_met_and_pushes_otherwise():
+    better = torch.tensor([0.8, 0.5], requires_grad=True)
+    worse = torch.tensor([0.6, 0.49], requires_grad=True)
+    loss = ranking_hinge(better, worse, torch.tensor([0.1, 0.1]))
+    assert loss.item() == pytest.approx(0.09 / 2)
+    loss.backward()
+    assert better.grad.tolist() == [0.0, -0.5] and worse.grad.tolist() == [0.0, 0.5]
+
+
+@pytest.mark.skipif(not FACES.is_dir(), reason="../shared/data/faces256 is absent (training data)")
+def test_train_with_ranking_terms_logs_them(tmp_path):
+    rc = main(["train", "--data", str(FACES / "images"), "--landmarks", str(FACES / "landmarks68.npz"),
+               "--val-list", str(FACES / "val.txt"), "--out", str(tmp_path), "--steps", "2", "--batch-size", "2",
+               "--limit", "4", "--val-every", "2", "--val-images", "2", "--raw-fake-frac", "1",
+               "--rank-weight", "5", "--rank-kinds", "jpeg,blur", "--region-rank-weight", "5", "--rank-pairs", "2",
+               "--no-progress"])
+    assert rc == 0
+    card = json.loads((tmp_path / "ifqa-lite.json").read_text())
+    assert card["training"]["rank_kinds"] == ["jpeg", "blur"] and card["training"]["region_rank_weight"] == 5
+    val = card["validation"]
+    assert val["loss_rank"] >= 0 and val["loss_region_rank"] >= 0
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--rank-weight", "1", "--rank-kinds", "jpeg,sharpen"], "rank_kinds"),
+    (["--region-rank-weight", "-1"], "region_rank_weight"),
+    (["--rank-pairs", "0"], "rank_pairs"),
+])
+def test_bad_ranking_options_are_usage_errors_before_any_data_loads(tmp_path, capsys, flags, message):
+    rc = main(["train", "--data", str(tmp_path / "missing"), "--out", str(tmp_path / "o"), "--no-progress", *flags])
+    assert rc == 2 and message in capsys.readouterr().err
