@@ -22,13 +22,18 @@ def test_quality_benchmark_subset(tmp_path):
     assert res["images"] == 12 and res["model"]["backbone"] == "lite"
     sev = res["severity"]["ifqa"]
     assert set(sev) == {"blur", "noise", "jpeg", "downup", "mixed"}
-    # loose floors under the bundled model's full-set numbers (README: -0.99 / 0.958); JPEG is not yet ranked
+    # loose floors under the bundled model's full-set numbers (README: -0.98 / 0.960 / 13.8); JPEG is only
+    # partly ranked (-0.54), so it gets the mean-score check alone
     for kind in ("blur", "noise", "downup", "mixed"):
         assert sev[kind]["mean_spearman"] < -0.9, (kind, sev[kind])
         levels = sev[kind]["mean_score_per_level"]
         assert levels[0] > levels[-1], (kind, levels)
     assert res["real_lq"]["ifqa"]["auc"] > 0.85
     assert res["real_lq"]["ifqa"]["hq_mean"] > res["real_lq"]["ifqa"]["lq_mean"]
+    jpeg_levels = sev["jpeg"]["mean_score_per_level"]
+    assert jpeg_levels[0] > jpeg_levels[-1], jpeg_levels
     assert set(res["regions"]["ifqa"]) == {"blur", "noise", "jpeg", "mixed"}
+    mixed = res["regions"]["ifqa"]["mixed"]
+    assert mixed["drop_primary"] > 1.5 * mixed["drop_control"], mixed  # primary regions weigh more
     for baseline in ("laplacian_var", "tenengrad"):
         assert baseline in res["severity"] and baseline in res["real_lq"]
