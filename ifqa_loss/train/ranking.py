@@ -25,6 +25,15 @@ from .degradations import down_up, gaussian_blur, gaussian_noise, jpeg_pil
 SEVERITY_RANGES = {"jpeg": (95, 15), "blur": (0.3, 4.0), "noise": (1.0, 25.0), "downup": (1.1, 8.0)}
 
 
+def check_kinds(kinds: list[str]) -> None:
+    """Raise ``ValueError`` naming the first entry of ``kinds`` that is not in :data:`SEVERITY_RANGES`."""
+    if not kinds:
+        raise ValueError(f"no degradation kinds given; expected some of {sorted(SEVERITY_RANGES)}")
+    for k in kinds:
+        if k not in SEVERITY_RANGES:
+            raise ValueError(f"unknown degradation kind {k!r}; expected one of {sorted(SEVERITY_RANGES)}")
+
+
 def degrade_at(x: torch.Tensor, kind: str, severity: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     """Degrade each sample by ``kind`` at its own severity.
 
@@ -33,6 +42,7 @@ def degrade_at(x: torch.Tensor, kind: str, severity: torch.Tensor, gen: torch.Ge
     Returns:
         (N, 3, H, W) in [0, 1].
     """
+    check_kinds([kind])
     lo, hi = SEVERITY_RANGES[kind]
     u = severity.to(torch.float32)
     if kind == "jpeg":
@@ -41,9 +51,7 @@ def degrade_at(x: torch.Tensor, kind: str, severity: torch.Tensor, gen: torch.Ge
         return gaussian_blur(x, (lo + u * (hi - lo)).to(x.device))
     if kind == "noise":
         return gaussian_noise(x, (lo + u * (hi - lo)).to(x.device), gen)
-    if kind == "downup":
-        return down_up(x, lo * (hi / lo) ** u, ["bicubic"] * x.shape[0])
-    raise ValueError(f"unknown degradation kind {kind!r}; expected one of {sorted(SEVERITY_RANGES)}")
+    return down_up(x, lo * (hi / lo) ** u, ["bicubic"] * x.shape[0])  # "downup"
 
 
 def severity_pairs(hq: torch.Tensor, kinds: list[str], gen: torch.Generator, p_clean: float = 0.25):
@@ -55,9 +63,7 @@ def severity_pairs(hq: torch.Tensor, kinds: list[str], gen: torch.Generator, p_c
     Returns:
         milder (N, 3, H, W), harsher (N, 3, H, W), gap (N,): harsher minus milder severity, in (0, 1].
     """
-    for k in kinds:
-        if k not in SEVERITY_RANGES:
-            raise ValueError(f"unknown degradation kind {k!r}; expected one of {sorted(SEVERITY_RANGES)}")
+    check_kinds(kinds)
     n = hq.shape[0]
     pick = torch.randint(0, len(kinds), (n,), generator=gen)
     u = torch.rand(n, 2, generator=gen).sort(dim=1).values
@@ -66,10 +72,9 @@ def severity_pairs(hq: torch.Tensor, kinds: list[str], gen: torch.Generator, p_c
     milder, harsher = hq.clone(), hq.clone()
     for kind in dict.fromkeys(kinds):
         sel = torch.tensor([kinds[int(i)] == kind for i in pick])
-        if not sel.any():
-            continue
-        harsher[sel.to(hq.device)] = degrade_at(hq[sel.to(hq.device)], kind, u[sel, 1], gen)
         mild = sel & ~clean
+        if sel.any():
+            harsher[sel.to(hq.device)] = degrade_at(hq[sel.to(hq.device)], kind, u[sel, 1], gen)
         if mild.any():
             milder[mild.to(hq.device)] = degrade_at(hq[mild.to(hq.device)], kind, u[mild, 0], gen)
     return milder, harsher, (u[:, 1] - u[:, 0]).clamp_min(1e-3).to(hq.device)

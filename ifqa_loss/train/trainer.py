@@ -30,7 +30,7 @@ from ..regions import region_masks
 from ..weights import load_into, load_model, save_official, save_weights
 from .augment import random_boxes_mask, random_color, random_zoom
 from .data import FaceSet, read_name_list
-from .ranking import SEVERITY_RANGES, ranking_hinge, region_pairs, severity_pairs
+from .ranking import check_kinds, ranking_hinge, region_pairs, severity_pairs
 from .degradations import DegradationConfig, Degrader
 from .generator import RestorationUNet
 
@@ -94,9 +94,11 @@ def _check_ranking(cfg: TrainConfig) -> None:
             raise ValueError(f"{name} must be >= 0, got {getattr(cfg, name)}")
     if cfg.rank_pairs < 1:
         raise ValueError(f"rank_pairs must be >= 1, got {cfg.rank_pairs}")
-    bad = [k for k in cfg.rank_kinds if k not in SEVERITY_RANGES]
-    if cfg.rank_weight > 0 and (bad or not cfg.rank_kinds):
-        raise ValueError(f"rank_kinds must name kinds from {sorted(SEVERITY_RANGES)}, got {cfg.rank_kinds}")
+    if cfg.rank_weight > 0:
+        try:
+            check_kinds(cfg.rank_kinds)
+        except ValueError as e:
+            raise ValueError(f"rank_kinds: {e}") from None
 
 
 def _arch_config(cfg: TrainConfig) -> dict:
