@@ -42,9 +42,15 @@ from ifqa_loss.train.data import FaceSet, read_name_list  # noqa: E402
 from ifqa_loss.train.degradations import DegradationConfig, Degrader  # noqa: E402
 from ifqa_loss.train.generator import RestorationUNet  # noqa: E402
 from ifqa_loss.viz import colorize, to_uint8_hwc  # noqa: E402
+from ifqa_loss.weights import REGISTRY, registered_path, sha256_of  # noqa: E402
 
 DATA = REPO.parent / "shared" / "data"
 EVALUATOR = REPO / "examples" / "weights" / "ifqa-lite-evaluator.safetensors"
+
+
+def weights_sha256(weights: str) -> str:
+    """sha256 of a weights file or of registered weights, so a results file names the exact model."""
+    return sha256_of(registered_path(weights) if weights in REGISTRY else weights)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -53,6 +59,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--data", default=str(DATA / "faces256"), help="faces256 folder (images/, landmarks68.npz, val.txt)")
     ap.add_argument("--eval-data", default=str(DATA / "hq_eval"), help="HQ faces for the final report")
     ap.add_argument("--evaluator", default=str(EVALUATOR), help="independent IFQA weights used only for evaluation")
+    ap.add_argument("--loss-weights", default="ifqa-lite", help="weights of the loss model (default: bundled ifqa-lite)")
     ap.add_argument("--lambdas", type=float, nargs="+", default=[0.003, 0.01, 0.03, 0.1])
     ap.add_argument("--region-arm", action="store_true", help="add an arm whose IFQA term weights eyes/nose/mouth x4")
     ap.add_argument("--pretrain-steps", type=int, default=400)
@@ -192,7 +199,7 @@ def main(argv=None) -> dict:
     val_hq = val.images.float() / 255
     fixed = Degrader(DegradationConfig(jpeg_backend="pil"), seed=1234)  # fixed-seed test degradations
     val_lq, eval_lq = fixed(val_hq), fixed(hq_eval)
-    criterion = IFQALoss().to(dev)  # the loss model: bundled ifqa-lite
+    criterion = IFQALoss(weights=args.loss_weights).to(dev)
     evaluator = IFQA(weights=args.evaluator).to(dev)
     print(f"train {len(train)} faces, pick lambda on {len(val)} val faces, report on {len(names)} hq_eval faces; "
           f"loss model {criterion.ifqa.weights_source}, evaluator {evaluator.weights_source}")
@@ -238,7 +245,8 @@ def main(argv=None) -> dict:
     wall = time.perf_counter() - t_start
     report = {
         "config": {k: v for k, v in vars(args).items()}, "device": str(dev), "wall_time_s": round(wall, 1),
-        "loss_model": criterion.ifqa.weights_source, "evaluator": evaluator.weights_source,
+        "loss_model": criterion.ifqa.weights_source, "loss_model_sha256": weights_sha256(args.loss_weights),
+        "evaluator": evaluator.weights_source, "evaluator_sha256": weights_sha256(args.evaluator),
         "images": {"train": len(train), "val": len(val), "hq_eval": names},
         "best_arm": best, "arms": results,
     }

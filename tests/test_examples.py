@@ -26,6 +26,9 @@ def test_finetune_restoration_fast(tmp_path):
     assert 0 < arm["hq_eval"]["ifqa_eval"]["mean"] < 1 and arm["hq_eval"]["psnr"]["mean"] > 10
     assert 0 < arm["vs_L1"]["ifqa_eval"]["p_sign_flip"] <= 1
     assert res["loss_model"] != res["evaluator"]
+    card = json.loads((REPO / "ifqa_loss" / "bundled" / "ifqa-lite.json").read_text())
+    assert res["loss_model_sha256"] == card["sha256"]  # the results name the exact loss model
+    assert res["evaluator_sha256"] != card["sha256"]
     from PIL import Image
 
     with Image.open(tmp_path / "comparison.png") as im:
