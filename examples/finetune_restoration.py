@@ -42,15 +42,15 @@ from ifqa_loss.train.data import FaceSet, read_name_list  # noqa: E402
 from ifqa_loss.train.degradations import DegradationConfig, Degrader  # noqa: E402
 from ifqa_loss.train.generator import RestorationUNet  # noqa: E402
 from ifqa_loss.viz import colorize, to_uint8_hwc  # noqa: E402
-from ifqa_loss.weights import REGISTRY, registered_path, sha256_of  # noqa: E402
+from ifqa_loss.weights import REGISTRY, sha256_of  # noqa: E402
 
 DATA = REPO.parent / "shared" / "data"
 EVALUATOR = REPO / "examples" / "weights" / "ifqa-lite-evaluator.safetensors"
 
 
 def weights_sha256(weights: str) -> str:
-    """sha256 of a weights file or of registered weights, so a results file names the exact model."""
-    return sha256_of(registered_path(weights) if weights in REGISTRY else weights)
+    """sha256 of a weights file, or the registry's (checked when the model loaded), so results name the exact model."""
+    return REGISTRY[weights].sha256 if weights in REGISTRY else sha256_of(weights)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
