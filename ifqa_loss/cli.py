@@ -62,6 +62,7 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--fprs-prob", type=float, default=0.5)
     t.add_argument("--cutmix-prob", type=float, default=0.25)
     t.add_argument("--no-augment", action="store_true", help="no colour/zoom augmentation of real faces")
+    t.add_argument("--max-zoom", type=float, default=1.2, help="augmentation zooms real faces in by 1..Z")
     t.add_argument("--raw-fake-frac", type=float, default=0.5,
                    help="share of fakes that are raw degraded faces; 1 = discriminator only, no generator")
     t.add_argument("--init", metavar="WEIGHTS", help="start the discriminator from these weights (path or registered name)")
@@ -76,6 +77,10 @@ def _parser() -> argparse.ArgumentParser:
                    help="weight of the hinge that makes primary-region damage cost more than damage elsewhere")
     t.add_argument("--region-rank-margin", type=float, default=0.03)
     t.add_argument("--rank-pairs", type=int, default=8, help="faces per batch that also form ranking pairs")
+    t.add_argument("--rank-zoom", type=float, default=1.0,
+                   help="zoom ranking faces in by a further 1..Z (tighter framings; 1 = off)")
+    t.add_argument("--rank-soften", type=float, default=0.0,
+                   help="share of ranking faces blurred slightly (sigma 0.4-1.2) before both twins are degraded")
     t.add_argument("--val-every", type=int, default=250)
     t.add_argument("--val-images", type=int, default=64)
     t.add_argument("--ckpt-every", type=int, default=100)
@@ -371,7 +376,7 @@ def train_command(args) -> int:
         init=args.init, rank_weight=args.rank_weight, rank_margin=args.rank_margin,
         rank_kinds=[k.strip() for k in args.rank_kinds.split(",") if k.strip()],
         region_rank_weight=args.region_rank_weight, region_rank_margin=args.region_rank_margin,
-        rank_pairs=args.rank_pairs,
+        rank_pairs=args.rank_pairs, rank_zoom=args.rank_zoom, rank_soften=args.rank_soften, max_zoom=args.max_zoom,
     )
     try:
         card = train(cfg, progress=not args.no_progress)

@@ -9,7 +9,8 @@ import torch
 
 from ifqa_loss.cli import main
 from ifqa_loss.regions import region_masks, template_boxes
-from ifqa_loss.train.ranking import SEVERITY_RANGES, degrade_at, moved_masks, ranking_hinge, region_pairs, severity_pairs
+from ifqa_loss.train.ranking import (SEVERITY_RANGES, degrade_at, moved_masks, ranking_faces, ranking_hinge,
+                                     region_pairs, severity_pairs)
 
 FACES = Path(__file__).resolve().parents[2] / "shared" / "data" / "faces256"
 
@@ -49,6 +50,30 @@ def test_unknown_kind_names_the_choices():
         severity_pairs(_face_like(2), ["jpeg", "sharpen"], torch.Generator())
 
 
+def test_ranking_faces_off_is_the_input_and_draws_nothing():
+    x, gen = _face_like(3), torch.Generator().manual_seed(5)
+    state = gen.get_state()
+    assert ranking_faces(x, gen) is x and torch.equal(gen.get_state(), state)
+
+
+def test_ranking_faces_zoom_magnifies_the_centre():
+    size = 64
+    yy, xx = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
+    disc = (((yy - 31.5) ** 2 + (xx - 31.5) ** 2) < 12 ** 2).float()[None, None].expand(8, 3, size, size)
+    zoomed = ranking_faces(disc, torch.Generator().manual_seed(0), zoom=2.0)
+    area = (zoomed[:, 0] > 0.5).float().sum((1, 2)) / (disc[:, 0] > 0.5).float().sum((1, 2))
+    assert zoomed.shape == disc.shape and 0 <= zoomed.min() and zoomed.max() <= 1
+    assert (area >= 0.97).all() and (area <= 4.1).all() and area.max() > 1.3, area
+
+
+def test_ranking_faces_soften_removes_fine_detail_from_the_chosen_share():
+    x = _face_like(8)
+    soft = ranking_faces(x, torch.Generator().manual_seed(0), soften=1.0)
+    detail = lambda y: (y[..., 1:] - y[..., :-1]).abs().mean(dim=(1, 2, 3))  # noqa: E731
+    assert (detail(soft) < 0.8 * detail(x)).all()
+    assert torch.equal(ranking_faces(x, torch.Generator().manual_seed(0), soften=0.0), x)
+
+
 def test_region_pairs_paste_the_same_damage_into_disjoint_equal_shapes():
     masks = region_masks(template_boxes(3), 64)
     hq, lq = _face_like(3), torch.zeros(3, 3, 64, 64)
@@ -75,10 +100,11 @@ def test_train_with_ranking_terms_logs_them(tmp_path):
                "--val-list", str(FACES / "val.txt"), "--out", str(tmp_path), "--steps", "2", "--batch-size", "2",
                "--limit", "4", "--val-every", "2", "--val-images", "2", "--raw-fake-frac", "1",
                "--rank-weight", "5", "--rank-kinds", "jpeg,blur", "--region-rank-weight", "5", "--rank-pairs", "2",
-               "--no-progress"])
+               "--rank-zoom", "1.5", "--rank-soften", "0.5", "--max-zoom", "1.4", "--no-progress"])
     assert rc == 0
     card = json.loads((tmp_path / "ifqa-lite.json").read_text())
     assert card["training"]["rank_kinds"] == ["jpeg", "blur"] and card["training"]["region_rank_weight"] == 5
+    assert (card["training"]["rank_zoom"], card["training"]["rank_soften"], card["training"]["max_zoom"]) == (1.5, 0.5, 1.4)
     val = card["validation"]
     assert val["loss_rank"] >= 0 and val["loss_region_rank"] >= 0
 
@@ -87,6 +113,9 @@ def test_train_with_ranking_terms_logs_them(tmp_path):
     (["--rank-weight", "1", "--rank-kinds", "jpeg,sharpen"], "rank_kinds"),
     (["--region-rank-weight", "-1"], "region_rank_weight"),
     (["--rank-pairs", "0"], "rank_pairs"),
+    (["--rank-zoom", "0.5"], "rank_zoom"),
+    (["--max-zoom", "9"], "max_zoom"),
+    (["--rank-soften", "1.5"], "rank_soften"),
 ])
 def test_bad_ranking_options_are_usage_errors_before_any_data_loads(tmp_path, capsys, flags, message):
     rc = main(["train", "--data", str(tmp_path / "missing"), "--out", str(tmp_path / "o"), "--no-progress", *flags])

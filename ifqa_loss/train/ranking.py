@@ -18,6 +18,7 @@ import math
 import torch
 import torch.nn.functional as F
 
+from .augment import random_zoom
 from .degradations import down_up, gaussian_blur, gaussian_noise, jpeg_pil
 
 #: What severity 0 and 1 mean for each kind (JPEG quality, Gaussian sigma in px, noise sigma in 8-bit
@@ -52,6 +53,27 @@ def degrade_at(x: torch.Tensor, kind: str, severity: torch.Tensor, gen: torch.Ge
     if kind == "noise":
         return gaussian_noise(x, (lo + u * (hi - lo)).to(x.device), gen)
     return down_up(x, lo * (hi / lo) ** u, ["bicubic"] * x.shape[0])  # "downup"
+
+
+def ranking_faces(hq: torch.Tensor, gen: torch.Generator, zoom: float = 1.0, soften: float = 0.0) -> torch.Tensor:
+    """The faces that severity pairs start from: ``hq`` zoomed in by 1..``zoom``, a ``soften`` share blurred.
+
+    Zooming covers framings tighter than the training crops (a face filling more of the frame shows JPEG blocks
+    on more skin). Softening (Gaussian sigma 0.4-1.2, shared by both twins) teaches the order on slightly soft
+    faces too, as real restorations are. With ``zoom=1`` and ``soften=0`` this returns ``hq`` and draws nothing.
+
+    Args:
+        hq: (N, 3, H, W) in [0, 1].
+    Returns:
+        (N, 3, H, W) in [0, 1].
+    """
+    if zoom > 1:
+        hq, _ = random_zoom(hq, hq.new_zeros(hq.shape[0], 1, 4), gen, max_zoom=zoom)
+    if soften > 0:
+        soft = (torch.rand(hq.shape[0], generator=gen) < soften).to(hq.device)
+        sigma = 0.4 + 0.8 * torch.rand(hq.shape[0], generator=gen)
+        hq = torch.where(soft[:, None, None, None], gaussian_blur(hq, sigma.to(hq.device)), hq)
+    return hq
 
 
 def severity_pairs(hq: torch.Tensor, kinds: list[str], gen: torch.Generator, p_clean: float = 0.25):

@@ -30,7 +30,7 @@ from ..regions import region_masks
 from ..weights import load_into, load_model, save_official, save_weights
 from .augment import random_boxes_mask, random_color, random_zoom
 from .data import FaceSet, read_name_list
-from .ranking import check_kinds, ranking_hinge, region_pairs, severity_pairs
+from .ranking import check_kinds, ranking_faces, ranking_hinge, region_pairs, severity_pairs
 from .degradations import DegradationConfig, Degrader
 from .generator import RestorationUNet
 
@@ -55,6 +55,7 @@ class TrainConfig:
     fprs_prob: float = 0.5
     cutmix_prob: float = 0.25
     augment: bool = True
+    max_zoom: float = 1.2  # augmentation: real faces zoomed in by 1..max_zoom (covers tighter framings)
     raw_fake_frac: float = 0.5
     val_every: int = 250
     val_images: int = 64
@@ -75,6 +76,8 @@ class TrainConfig:
     region_rank_weight: float = 0.0  # primary-region-ranking hinge; 0 = off
     region_rank_margin: float = 0.03
     rank_pairs: int = 8  # faces of each batch that also form ranking pairs
+    rank_zoom: float = 1.0  # ranking faces zoomed in by a further 1..rank_zoom (1 = no extra zoom)
+    rank_soften: float = 0.0  # share of ranking faces blurred (sigma 0.4-1.2) before both twins are degraded
 
 
 def _dist_info() -> tuple[int, int]:
@@ -94,6 +97,11 @@ def _check_ranking(cfg: TrainConfig) -> None:
             raise ValueError(f"{name} must be >= 0, got {getattr(cfg, name)}")
     if cfg.rank_pairs < 1:
         raise ValueError(f"rank_pairs must be >= 1, got {cfg.rank_pairs}")
+    for name in ("max_zoom", "rank_zoom"):
+        if not 1.0 <= getattr(cfg, name) <= 4.0:
+            raise ValueError(f"{name} must be in [1, 4], got {getattr(cfg, name)}")
+    if not 0.0 <= cfg.rank_soften <= 1.0:
+        raise ValueError(f"rank_soften must be in [0, 1], got {cfg.rank_soften}")
     if cfg.rank_weight > 0:
         try:
             check_kinds(cfg.rank_kinds)
@@ -226,7 +234,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
         flip = torch.rand(cfg.batch_size, generator=gen) < 0.5
         hq, boxes = train_set.batch(idx, device, flip)
         if cfg.augment:
-            hq, boxes = random_zoom(hq, boxes, gen)
+            hq, boxes = random_zoom(hq, boxes, gen, max_zoom=cfg.max_zoom)
             hq = random_color(hq, gen)
         masks = region_masks(boxes, hq.shape[-1])
         lq = degrader(hq)
@@ -244,7 +252,8 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
         n_bce, extra = imgs.shape[0], []
         k = min(cfg.rank_pairs, cfg.batch_size)
         if cfg.rank_weight > 0:  # no random draws when off, so other recipes keep their streams
-            milder, harsher, gap = severity_pairs(hq[:k], cfg.rank_kinds, gen)
+            base = ranking_faces(hq[:k], gen, cfg.rank_zoom, cfg.rank_soften)
+            milder, harsher, gap = severity_pairs(base, cfg.rank_kinds, gen)
             extra += [milder, harsher]
         if cfg.region_rank_weight > 0:
             extra += list(region_pairs(hq[:k], lq[:k], masks[:k], gen))
