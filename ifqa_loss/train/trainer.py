@@ -91,7 +91,7 @@ def _setup_distributed(device: str) -> None:
         dist.init_process_group(backend="nccl" if device.startswith("cuda") else "gloo")
 
 
-def _check_ranking(cfg: TrainConfig) -> None:
+def _check_options(cfg: TrainConfig) -> None:
     for name in ("rank_weight", "rank_margin", "region_rank_weight", "region_rank_margin"):
         if not getattr(cfg, name) >= 0:
             raise ValueError(f"{name} must be >= 0, got {getattr(cfg, name)}")
@@ -173,7 +173,7 @@ def validate(d: nn.Module, val: FaceSet, device: torch.device, n: int, seed: int
 
 def train(cfg: TrainConfig, progress: bool = True) -> dict:
     """Run (or resume) training; returns the model card written next to the weights."""
-    _check_ranking(cfg)
+    _check_options(cfg)
     _setup_distributed(cfg.device)
     rank, world = _dist_info()
     device = torch.device(cfg.device if not cfg.device.startswith("cuda") or world == 1 else f"cuda:{rank}")
