@@ -8,12 +8,14 @@ import torch
 import torch.nn.functional as F
 
 
-def random_zoom(x: torch.Tensor, boxes: torch.Tensor, gen: torch.Generator, max_zoom: float = 1.2,
-                max_shift: float = 0.04) -> tuple[torch.Tensor, torch.Tensor]:
+def random_zoom(x: torch.Tensor, boxes: torch.Tensor | None, gen: torch.Generator, max_zoom: float = 1.2,
+                max_shift: float = 0.04) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Zoom in by 1..max_zoom and shift by up to ``max_shift`` of the side (reflection padding).
 
     Args:
-        x: (B, 3, H, W). boxes: (B, R, 4) region boxes as fractions, transformed alongside.
+        x: (B, 3, H, W). boxes: (B, R, 4) region boxes as fractions, transformed alongside, or None.
+    Returns:
+        the zoomed images and the transformed boxes (None when ``boxes`` is None).
     """
     b = x.shape[0]
     s = 1 + torch.rand(b, generator=gen) * (max_zoom - 1)
@@ -23,6 +25,8 @@ def random_zoom(x: torch.Tensor, boxes: torch.Tensor, gen: torch.Generator, max_
     theta[:, :, 2] = 2 * t
     grid = F.affine_grid(theta.to(x), list(x.shape), align_corners=False)
     out = F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+    if boxes is None:
+        return out, None
     # input fraction u maps to output (u - 0.5 - t) * s + 0.5
     st = s[:, None, None].to(boxes)
     shift = t.repeat(1, 2)[:, None, :].to(boxes)

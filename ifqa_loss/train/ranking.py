@@ -68,7 +68,7 @@ def ranking_faces(hq: torch.Tensor, gen: torch.Generator, zoom: float = 1.0, sof
         (N, 3, H, W) in [0, 1].
     """
     if zoom > 1:
-        hq, _ = random_zoom(hq, hq.new_zeros(hq.shape[0], 1, 4), gen, max_zoom=zoom)
+        hq, _ = random_zoom(hq, None, gen, max_zoom=zoom)
     if soften > 0:
         soft = (torch.rand(hq.shape[0], generator=gen) < soften).to(hq.device)
         sigma = 0.4 + 0.8 * torch.rand(hq.shape[0], generator=gen)
