@@ -1,0 +1,96 @@
+"""JPEG probe: where does a lite/cnn model lose the JPEG severity order?
+
+On hq_eval at quality.py's 5 JPEG levels, per image, Spearman(statistic, level), averaged:
+  * the model's score (the figure quality.py reports; -1 = the score falls as quality falls);
+  * blockiness of a fixed filter bank that the topology's first block could learn (3x3 Laplacian, then the
+    2x2 average pool): the share of high-pass energy on the 8x8-block-boundary phase of the 128x128 grid;
+  * the same blockiness on each channel of the model's own first block: after its 3x3 convolution and
+    pool (3 channels), and at the block's output (widths[0] channels). The best channel is shown.
+Blockiness near +1 while the score is far from -1 means the first block passes the signal on and the later
+layers do not use it. Prints a table and writes JSON.
+
+Usage: python benchmarks/jpeg_probe.py [--weights ifqa-lite] [--subset N] [--out FILE]
+"""
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from common import RESULTS, SHARED, machine, print_table, require, write_json
+from quality import LEVELS, degrade, load_dir, spearman
+
+from ifqa_loss import IFQA
+
+LAPLACIAN = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]])
+
+
+def boundary_share(f: torch.Tensor) -> torch.Tensor:
+    """(N, C, H, W) maps at half the JPEG resolution -> (N, C): mean |f| on rows and columns of phase 3 of
+    4 (the 8x8 block boundaries after a 2x pool) over the mean on the other phases."""
+    a = f.abs()
+    n, c, h, w = a.shape
+    per_phase = a.mean(2).view(n, c, w // 4, 4).mean(2) + a.mean(3).view(n, c, h // 4, 4).mean(2)
+    return per_phase[..., 3] / per_phase[..., :3].mean(-1).clamp_min(1e-12)
+
+
+def high_pass(f: torch.Tensor) -> torch.Tensor:
+    return f - F.avg_pool2d(f, 3, 1, 1, count_include_pad=False)
+
+
+@torch.inference_mode()
+def statistics(net, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Per-image statistics of a batch in [0, 1]: the score and the blockiness probes."""
+    luma = (0.299 * x[:, 0] + 0.587 * x[:, 1] + 0.114 * x[:, 2])[:, None]
+    fixed = F.avg_pool2d(F.conv2d(luma, LAPLACIAN[None, None], padding=1), 2)
+    block = net.encoder128
+    z = x * 2 - 1
+    pooled = F.avg_pool2d(block.conv1(F.leaky_relu(block.norm1(z), 0.2)), 2)
+    return {
+        "score": net(z).mean(dim=(1, 2, 3)),
+        "fixed Laplacian, pooled": boundary_share(fixed)[:, 0],
+        "first block, conv + pool": boundary_share(high_pass(pooled)),
+        "first block, output": boundary_share(high_pass(block(z))),
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--weights", default=None, help="weights path or registered name (default: bundled ifqa-lite)")
+    ap.add_argument("--backbone", default=None, help="lite or cnn (the U-Net backbones)")
+    ap.add_argument("--subset", type=int, default=None, help="use only the first N hq_eval images")
+    ap.add_argument("--out", default=str(RESULTS / "jpeg_probe.json"))
+    args = ap.parse_args()
+    t0 = time.perf_counter()
+    model = IFQA(backbone=args.backbone, weights=args.weights)
+    if not hasattr(model.net, "encoder128"):
+        raise SystemExit(f"the JPEG probe needs a U-Net backbone (lite or cnn), got {model.backbone!r}")
+    net = model.net.eval()
+    names, hq = load_dir(require(SHARED / "data" / "hq_eval", "hq_eval"), limit=args.subset)
+    levels = LEVELS["jpeg"]
+    per_level = []
+    for q in levels:
+        y = degrade(hq, "jpeg", q)
+        stats = [statistics(net, b) for b in y.split(16)]
+        per_level.append({k: torch.cat([s[k] for s in stats]) for k in stats[0]})
+    result = {}
+    for key in per_level[0]:
+        s = torch.stack([d[key].reshape(len(names), -1) for d in per_level], 1).numpy()  # (images, levels, channels)
+        rho = [float(np.mean([spearman(s[i, :, c], np.arange(len(levels))) for i in range(len(s))]))
+               for c in range(s.shape[2])]
+        best = int(np.argmax(np.abs(rho)))
+        result[key] = {"per_channel": rho, "best_channel": best, "best": rho[best]}
+    print_table(f"JPEG probe: mean per-image Spearman with quality levels {levels} on {len(names)} hq_eval faces "
+                "(score: -1 is perfect; blockiness: +1 is perfect)", ["statistic", "channels", "best channel", "Spearman"],
+                [[k, len(v["per_channel"]), v["best_channel"], v["best"]] for k, v in result.items()])
+    write_json(Path(args.out), {"model": {"backbone": model.backbone, "weights": model.weights_source},
+                                "images": len(names), "levels": levels, "probes": result, "machine": machine(),
+                                "seconds": round(time.perf_counter() - t0, 1)})
+
+
+if __name__ == "__main__":
+    main()

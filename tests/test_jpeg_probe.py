@@ -1,0 +1,66 @@
+"""benchmarks/jpeg_probe.py: the block-boundary statistic, and a run on a few hq_eval faces."""
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from conftest import REPO, SHARED
+
+sys.path.insert(0, str(REPO / "benchmarks"))
+probe = pytest.importorskip("jpeg_probe")
+
+
+def test_boundary_share_finds_the_boundary_phase():
+    f = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 0.1
+    flat = probe.boundary_share(f)
+    assert flat.shape == (2, 3) and ((flat - 1).abs() < 0.3).all(), flat
+    lines = f.clone()
+    lines[..., 3::4, :] += 1.0  # energy on the boundary rows only
+    assert (probe.boundary_share(lines) > 2 * flat).all()
+    off_phase = f.clone()
+    off_phase[..., 1::4, :] += 1.0  # same energy on another phase
+    assert (probe.boundary_share(off_phase) < flat).all()
+
+
+def _jpeg(x: torch.Tensor, quality: int) -> torch.Tensor:
+    buf = io.BytesIO()
+    Image.fromarray((x.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)).save(buf, "JPEG", quality=quality)
+    return torch.from_numpy(np.array(Image.open(buf))).permute(2, 0, 1).float() / 255
+
+
+def test_fixed_probe_rises_as_jpeg_quality_falls():
+    # a smooth image with fine texture: JPEG removes the texture and adds 8x8 blocks
+    g = torch.Generator().manual_seed(1)
+    yy, xx = torch.meshgrid(torch.linspace(0, 1, 128), torch.linspace(0, 1, 128), indexing="ij")
+    base = torch.stack([0.3 + 0.4 * xx, 0.2 + 0.5 * yy, 0.5 + 0.2 * xx * yy]) + 0.03 * torch.randn(3, 128, 128, generator=g)
+    base = base.clamp(0, 1)
+    luma_share = []
+    for q in (90, 50, 15):
+        y = _jpeg(base, q)[None]
+        luma = (0.299 * y[:, 0] + 0.587 * y[:, 1] + 0.114 * y[:, 2])[:, None]
+        f = torch.nn.functional.avg_pool2d(torch.nn.functional.conv2d(luma, probe.LAPLACIAN[None, None], padding=1), 2)
+        luma_share.append(float(probe.boundary_share(f)))
+    assert luma_share[0] < luma_share[1] < luma_share[2], luma_share
+
+
+@pytest.mark.skipif(not (SHARED / "data" / "hq_eval").is_dir(), reason="../shared/data/hq_eval is absent (evaluation data)")
+def test_probe_runs_on_the_bundled_model(tmp_path):
+    out = tmp_path / "probe.json"
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "jpeg_probe.py"), "--subset", "8", "--out", str(out)],
+                          capture_output=True, text=True, timeout=600, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "JPEG probe" in proc.stdout
+    res = json.loads(out.read_text())
+    assert res["images"] == 8 and res["model"]["backbone"] == "lite"
+    probes = res["probes"]
+    assert len(probes["first block, conv + pool"]["per_channel"]) == 3
+    assert len(probes["first block, output"]["per_channel"]) == 8  # widths[0] of the bundled lite
+    assert probes["fixed Laplacian, pooled"]["best"] > 0.9  # +1.00 on all 114 faces
+    assert probes["score"]["best"] < -0.5  # the model's own JPEG order (-0.86 on all faces)
