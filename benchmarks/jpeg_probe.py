@@ -31,11 +31,20 @@ LAPLACIAN = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]])
 
 def boundary_share(f: torch.Tensor) -> torch.Tensor:
     """(N, C, H, W) maps at half the JPEG resolution -> (N, C): mean |f| on rows and columns of phase 3 of
-    4 (the 8x8 block boundaries after a 2x pool) over the mean on the other phases."""
-    a = f.abs()
+    4 (the 8x8 block boundaries after a 2x pool) over the mean on the other phases. The outer 4 rows and
+    columns are left out: padding at the image border would otherwise count as a boundary."""
+    if f.shape[-1] % 4 or f.shape[-2] % 4 or min(f.shape[-2:]) < 12:
+        raise ValueError(f"boundary_share needs maps with sides that are multiples of 4 and at least 12, got {tuple(f.shape)}")
+    a = f.abs()[..., 4:-4, 4:-4]
     n, c, h, w = a.shape
     per_phase = a.mean(2).view(n, c, w // 4, 4).mean(2) + a.mean(3).view(n, c, h // 4, 4).mean(2)
     return per_phase[..., 3] / per_phase[..., :3].mean(-1).clamp_min(1e-12)
+
+
+def fixed_blockiness(x: torch.Tensor) -> torch.Tensor:
+    """(N, 3, H, W) in [0, 1] -> (N,): :func:`boundary_share` of the luma's Laplacian after a 2x2 average pool."""
+    luma = (0.299 * x[:, 0] + 0.587 * x[:, 1] + 0.114 * x[:, 2])[:, None]
+    return boundary_share(F.avg_pool2d(F.conv2d(luma, LAPLACIAN[None, None].to(x), padding=1), 2))[:, 0]
 
 
 def high_pass(f: torch.Tensor) -> torch.Tensor:
@@ -45,14 +54,12 @@ def high_pass(f: torch.Tensor) -> torch.Tensor:
 @torch.inference_mode()
 def statistics(net, x: torch.Tensor) -> dict[str, torch.Tensor]:
     """Per-image statistics of a batch in [0, 1]: the score and the blockiness probes."""
-    luma = (0.299 * x[:, 0] + 0.587 * x[:, 1] + 0.114 * x[:, 2])[:, None]
-    fixed = F.avg_pool2d(F.conv2d(luma, LAPLACIAN[None, None], padding=1), 2)
     block = net.encoder128
     z = x * 2 - 1
     pooled = F.avg_pool2d(block.conv1(F.leaky_relu(block.norm1(z), 0.2)), 2)
     return {
         "score": net(z).mean(dim=(1, 2, 3)),
-        "fixed Laplacian, pooled": boundary_share(fixed)[:, 0],
+        "fixed Laplacian, pooled": fixed_blockiness(x),
         "first block, conv + pool": boundary_share(high_pass(pooled)),
         "first block, output": boundary_share(high_pass(block(z))),
     }
