@@ -1,7 +1,9 @@
 """Shared fixtures: reference material, synthetic official checkpoints, a small ``lite`` weights file."""
 from __future__ import annotations
 
+import json
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -128,3 +130,11 @@ def write_png(path: Path, size=(64, 64), seed: int = 0, mode: str = "RGB") -> Pa
         img = img.convert(mode)
     img.save(path)
     return path
+
+
+def run_benchmark(script: str, out: Path, *args: str, timeout: int = 900) -> tuple[str, dict]:
+    """Run ``benchmarks/<script>`` with ``--out out`` in a subprocess; return its stdout and the JSON it wrote."""
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / script), *args, "--out", str(out)],
+                          capture_output=True, text=True, timeout=timeout, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout, json.loads(out.read_text())

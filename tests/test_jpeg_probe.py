@@ -1,14 +1,12 @@
 """benchmarks/jpeg_probe.py: the block-boundary statistic, and a run on a few hq_eval faces."""
 from __future__ import annotations
 
-import json
-import subprocess
 import sys
 
 import pytest
 import torch
 
-from conftest import REPO, SHARED
+from conftest import REPO, SHARED, run_benchmark
 
 sys.path.insert(0, str(REPO / "benchmarks"))
 probe = pytest.importorskip("jpeg_probe")
@@ -41,12 +39,8 @@ def test_fixed_probe_rises_as_jpeg_quality_falls():
 
 @pytest.mark.skipif(not (SHARED / "data" / "hq_eval").is_dir(), reason="../shared/data/hq_eval is absent (evaluation data)")
 def test_probe_runs_on_the_bundled_model(tmp_path):
-    out = tmp_path / "probe.json"
-    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "jpeg_probe.py"), "--subset", "8", "--out", str(out)],
-                          capture_output=True, text=True, timeout=600, cwd=REPO)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "JPEG probe" in proc.stdout
-    res = json.loads(out.read_text())
+    stdout, res = run_benchmark("jpeg_probe.py", tmp_path / "probe.json", "--subset", "8", timeout=600)
+    assert "JPEG probe" in stdout
     assert res["images"] == 8 and res["model"]["backbone"] == "lite"
     probes = res["probes"]
     assert len(probes["first block, conv + pool"]["per_channel"]) == 3

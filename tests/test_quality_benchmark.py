@@ -1,24 +1,16 @@
 """CI run of benchmarks/quality.py on a small subset, with loose thresholds for the bundled model."""
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-
 import pytest
 
-from conftest import REPO, SHARED
+from conftest import SHARED, run_benchmark
 
 
 @pytest.mark.skipif(not (SHARED / "data" / "hq_eval").is_dir() or not (SHARED / "data" / "lq_real").is_dir(),
                     reason="../shared/data/hq_eval and lq_real are absent (evaluation data)")
 def test_quality_benchmark_subset(tmp_path):
-    out = tmp_path / "quality.json"
-    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "quality.py"), "--subset", "12", "--out", str(out)],
-                          capture_output=True, text=True, timeout=900, cwd=REPO)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "summary" in proc.stdout
-    res = json.loads(out.read_text())
+    stdout, res = run_benchmark("quality.py", tmp_path / "quality.json", "--subset", "12")
+    assert "summary" in stdout
     assert res["images"] == 12 and res["model"]["backbone"] == "lite"
     sev = res["severity"]["ifqa"]
     assert set(sev) == {"blur", "noise", "jpeg", "downup", "mixed"}
