@@ -22,12 +22,9 @@ import torch
 import torch.nn.functional as F
 
 from common import RESULTS, SHARED, machine, print_table, require, write_json
-from quality import LEVELS, degrade, load_dir, spearman
+from quality import LAPLACIAN, LEVELS, degrade, load_dir, luma, spearman
 
 from ifqa_loss import IFQA
-
-LAPLACIAN = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]])
-
 
 def boundary_share(f: torch.Tensor) -> torch.Tensor:
     """(N, C, H, W) maps at half the JPEG resolution -> (N, C): mean |f| on rows and columns of phase 3 of
@@ -43,8 +40,7 @@ def boundary_share(f: torch.Tensor) -> torch.Tensor:
 
 def fixed_blockiness(x: torch.Tensor) -> torch.Tensor:
     """(N, 3, H, W) in [0, 1] -> (N,): :func:`boundary_share` of the luma's Laplacian after a 2x2 average pool."""
-    luma = (0.299 * x[:, 0] + 0.587 * x[:, 1] + 0.114 * x[:, 2])[:, None]
-    return boundary_share(F.avg_pool2d(F.conv2d(luma, LAPLACIAN[None, None].to(x), padding=1), 2))[:, 0]
+    return boundary_share(F.avg_pool2d(F.conv2d(luma(x), LAPLACIAN[None, None].to(x), padding=1), 2))[:, 0]
 
 
 def high_pass(f: torch.Tensor) -> torch.Tensor:

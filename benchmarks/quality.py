@@ -86,16 +86,22 @@ def degrade(x: torch.Tensor, kind: str, level, seed: int = 0) -> torch.Tensor:
 # ---------------------------------------------------------------- metrics
 
 
+LAPLACIAN = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]])
+
+
+def luma(x: torch.Tensor) -> torch.Tensor:
+    """(N, 3, H, W) RGB -> (N, 1, H, W) BT.601 luma, same range."""
+    return (0.299 * x[:, 0] + 0.587 * x[:, 1] + 0.114 * x[:, 2])[:, None]
+
+
 def laplacian_variance(x: torch.Tensor) -> torch.Tensor:
     """Variance of the Laplacian of the luma: the classic sharpness score (higher = sharper)."""
-    y = (0.299 * x[:, 0] + 0.587 * x[:, 1] + 0.114 * x[:, 2])[:, None] * 255
-    k = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]])[None, None]
-    return F.conv2d(y, k).var(dim=(1, 2, 3))
+    return F.conv2d(luma(x) * 255, LAPLACIAN[None, None]).var(dim=(1, 2, 3))
 
 
 def tenengrad(x: torch.Tensor) -> torch.Tensor:
     """Mean squared Sobel gradient magnitude of the luma (higher = sharper)."""
-    y = (0.299 * x[:, 0] + 0.587 * x[:, 1] + 0.114 * x[:, 2])[:, None] * 255
+    y = luma(x) * 255
     kx = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]])[None, None]
     gx, gy = F.conv2d(y, kx), F.conv2d(y, kx.transpose(-1, -2))
     return (gx.square() + gy.square()).mean(dim=(1, 2, 3))
