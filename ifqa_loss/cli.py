@@ -81,8 +81,6 @@ def _parser() -> argparse.ArgumentParser:
                    help="zoom ranking faces in by a further 1..Z (tighter framings; 1 = off)")
     t.add_argument("--rank-soften", type=float, default=0.0,
                    help="share of ranking faces blurred slightly (sigma 0.4-1.2) before both twins are degraded")
-    t.add_argument("--rank-sharpen", type=float, default=0.0,
-                   help="further share of ranking faces unsharp-masked (more fine detail) before both twins are degraded")
     t.add_argument("--val-every", type=int, default=250)
     t.add_argument("--val-images", type=int, default=64)
     t.add_argument("--ckpt-every", type=int, default=100)
@@ -378,8 +376,7 @@ def train_command(args) -> int:
         init=args.init, rank_weight=args.rank_weight, rank_margin=args.rank_margin,
         rank_kinds=[k.strip() for k in args.rank_kinds.split(",") if k.strip()],
         region_rank_weight=args.region_rank_weight, region_rank_margin=args.region_rank_margin,
-        rank_pairs=args.rank_pairs, rank_zoom=args.rank_zoom, rank_soften=args.rank_soften,
-        rank_sharpen=args.rank_sharpen, max_zoom=args.max_zoom,
+        rank_pairs=args.rank_pairs, rank_zoom=args.rank_zoom, rank_soften=args.rank_soften, max_zoom=args.max_zoom,
     )
     try:
         card = train(cfg, progress=not args.no_progress)

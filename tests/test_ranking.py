@@ -74,31 +74,6 @@ def test_ranking_faces_soften_removes_fine_detail_from_the_chosen_share():
     assert torch.equal(ranking_faces(x, torch.Generator().manual_seed(0), soften=0.0), x)
 
 
-def test_ranking_faces_sharpen_adds_fine_detail_and_the_shares_are_disjoint():
-    x = _face_like(64)
-    detail = lambda y: (y[..., 1:] - y[..., :-1]).abs().mean(dim=(1, 2, 3))  # noqa: E731
-    crisp = ranking_faces(x, torch.Generator().manual_seed(0), sharpen=1.0)
-    assert (detail(crisp) > 1.1 * detail(x)).all()
-    mixed = ranking_faces(x, torch.Generator().manual_seed(0), soften=0.5, sharpen=0.5)
-    ratio = detail(mixed) / detail(x)
-    assert ((ratio < 0.9) | (ratio > 1.2)).all()  # every face is softened or sharpened, none both or neither
-    assert 16 <= int((ratio > 1.2).sum()) <= 48
-    with pytest.raises(ValueError, match="soften \\+ sharpen"):
-        ranking_faces(x, torch.Generator(), soften=0.6, sharpen=0.6)
-
-
-def test_ranking_faces_without_sharpen_keeps_the_soften_only_random_stream():
-    """Adding the sharpen share must not change what a soften-only recipe draws (shipped runs stay reproducible)."""
-    x, gen = _face_like(8), torch.Generator().manual_seed(3)
-    out = ranking_faces(x, gen, soften=0.5)
-    ref_gen = torch.Generator().manual_seed(3)
-    soft = torch.rand(8, generator=ref_gen) < 0.5
-    sigma = 0.4 + 0.8 * torch.rand(8, generator=ref_gen)
-    from ifqa_loss.train.degradations import gaussian_blur
-    torch.testing.assert_close(out, torch.where(soft[:, None, None, None], gaussian_blur(x, sigma), x))
-    assert torch.equal(gen.get_state(), ref_gen.get_state())
-
-
 def test_region_pairs_paste_the_same_damage_into_disjoint_equal_shapes():
     masks = region_masks(template_boxes(3), 64)
     hq, lq = _face_like(3), torch.zeros(3, 3, 64, 64)
@@ -125,12 +100,11 @@ def test_train_with_ranking_terms_logs_them(tmp_path):
                "--val-list", str(FACES / "val.txt"), "--out", str(tmp_path), "--steps", "2", "--batch-size", "2",
                "--limit", "4", "--val-every", "2", "--val-images", "2", "--raw-fake-frac", "1",
                "--rank-weight", "5", "--rank-kinds", "jpeg,blur", "--region-rank-weight", "5", "--rank-pairs", "2",
-               "--rank-zoom", "1.5", "--rank-soften", "0.5", "--rank-sharpen", "0.3", "--max-zoom", "1.4", "--no-progress"])
+               "--rank-zoom", "1.5", "--rank-soften", "0.5", "--max-zoom", "1.4", "--no-progress"])
     assert rc == 0
     card = json.loads((tmp_path / "ifqa-lite.json").read_text())
     assert card["training"]["rank_kinds"] == ["jpeg", "blur"] and card["training"]["region_rank_weight"] == 5
-    t = card["training"]
-    assert (t["rank_zoom"], t["rank_soften"], t["rank_sharpen"], t["max_zoom"]) == (1.5, 0.5, 0.3, 1.4)
+    assert (card["training"]["rank_zoom"], card["training"]["rank_soften"], card["training"]["max_zoom"]) == (1.5, 0.5, 1.4)
     val = card["validation"]
     assert val["loss_rank"] >= 0 and val["loss_region_rank"] >= 0
 
@@ -142,7 +116,6 @@ def test_train_with_ranking_terms_logs_them(tmp_path):
     (["--rank-zoom", "0.5"], "rank_zoom"),
     (["--max-zoom", "9"], "max_zoom"),
     (["--rank-soften", "1.5"], "rank_soften"),
-    (["--rank-soften", "0.6", "--rank-sharpen", "0.6"], "rank_soften + rank_sharpen"),
 ])
 def test_bad_ranking_options_are_usage_errors_before_any_data_loads(tmp_path, capsys, flags, message):
     rc = main(["train", "--data", str(tmp_path / "missing"), "--out", str(tmp_path / "o"), "--no-progress", *flags])

@@ -55,40 +55,24 @@ def degrade_at(x: torch.Tensor, kind: str, severity: torch.Tensor, gen: torch.Ge
     return down_up(x, lo * (hi / lo) ** u, ["bicubic"] * x.shape[0])  # "downup"
 
 
-def ranking_faces(hq: torch.Tensor, gen: torch.Generator, zoom: float = 1.0, soften: float = 0.0,
-                  sharpen: float = 0.0) -> torch.Tensor:
-    """The faces that severity pairs start from: ``hq`` zoomed in by 1..``zoom``, a ``soften`` share blurred,
-    a further ``sharpen`` share unsharp-masked.
+def ranking_faces(hq: torch.Tensor, gen: torch.Generator, zoom: float = 1.0, soften: float = 0.0) -> torch.Tensor:
+    """The faces that severity pairs start from: ``hq`` zoomed in by 1..``zoom``, a ``soften`` share blurred.
 
     Zooming covers framings tighter than the training crops (a face filling more of the frame shows JPEG blocks
     on more skin). Softening (Gaussian sigma 0.4-1.2, shared by both twins) teaches the order on slightly soft
-    faces too, as real restorations are. Sharpening (unsharp mask, sigma 0.8-1.5, amount 0.3-1.0) teaches it on
-    faces with more fine detail than the training photos: JPEG removes such detail, which a metric that reads
-    detail as quality can mistake for a gain. The two shares are disjoint, so ``soften + sharpen <= 1``. With
-    ``zoom=1`` and both shares 0 this returns ``hq`` and draws nothing.
+    faces too, as real restorations are. With ``zoom=1`` and ``soften=0`` this returns ``hq`` and draws nothing.
 
     Args:
         hq: (N, 3, H, W) in [0, 1].
     Returns:
         (N, 3, H, W) in [0, 1].
     """
-    if soften + sharpen > 1.0 + 1e-9:
-        raise ValueError(f"soften + sharpen must be <= 1, got {soften} + {sharpen}")
     if zoom > 1:
         hq, _ = random_zoom(hq, None, gen, max_zoom=zoom)
-    n = hq.shape[0]
-    if soften > 0 or sharpen > 0:
-        pick = torch.rand(n, generator=gen)
-        sigma = 0.4 + 0.8 * torch.rand(n, generator=gen)
-        if soften > 0:
-            soft = (pick < soften).to(hq.device)
-            hq = torch.where(soft[:, None, None, None], gaussian_blur(hq, sigma.to(hq.device)), hq)
-        if sharpen > 0:
-            sharp = ((pick >= soften) & (pick < soften + sharpen)).to(hq.device)
-            radius = 0.8 + 0.7 * torch.rand(n, generator=gen)
-            amount = (0.3 + 0.7 * torch.rand(n, generator=gen)).to(hq)[:, None, None, None]
-            crisp = (hq + amount * (hq - gaussian_blur(hq, radius.to(hq.device)))).clamp(0, 1)
-            hq = torch.where(sharp[:, None, None, None], crisp, hq)
+    if soften > 0:
+        soft = (torch.rand(hq.shape[0], generator=gen) < soften).to(hq.device)
+        sigma = 0.4 + 0.8 * torch.rand(hq.shape[0], generator=gen)
+        hq = torch.where(soft[:, None, None, None], gaussian_blur(hq, sigma.to(hq.device)), hq)
     return hq
 
 

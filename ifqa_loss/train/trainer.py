@@ -78,7 +78,6 @@ class TrainConfig:
     rank_pairs: int = 8  # faces of each batch that also form ranking pairs
     rank_zoom: float = 1.0  # ranking faces zoomed in by a further 1..rank_zoom (1 = no extra zoom)
     rank_soften: float = 0.0  # share of ranking faces blurred (sigma 0.4-1.2) before both twins are degraded
-    rank_sharpen: float = 0.0  # further share unsharp-masked (sigma 0.8-1.5, amount 0.3-1.0); soften + sharpen <= 1
 
 
 def _dist_info() -> tuple[int, int]:
@@ -101,11 +100,8 @@ def _check_options(cfg: TrainConfig) -> None:
     for name in ("max_zoom", "rank_zoom"):
         if not 1.0 <= getattr(cfg, name) <= 4.0:
             raise ValueError(f"{name} must be in [1, 4], got {getattr(cfg, name)}")
-    for name in ("rank_soften", "rank_sharpen"):
-        if not 0.0 <= getattr(cfg, name) <= 1.0:
-            raise ValueError(f"{name} must be in [0, 1], got {getattr(cfg, name)}")
-    if cfg.rank_soften + cfg.rank_sharpen > 1.0:
-        raise ValueError(f"rank_soften + rank_sharpen must be <= 1, got {cfg.rank_soften} + {cfg.rank_sharpen}")
+    if not 0.0 <= cfg.rank_soften <= 1.0:
+        raise ValueError(f"rank_soften must be in [0, 1], got {cfg.rank_soften}")
     if cfg.rank_weight > 0:
         try:
             check_kinds(cfg.rank_kinds)
@@ -256,7 +252,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
         n_bce, extra = imgs.shape[0], []
         k = min(cfg.rank_pairs, cfg.batch_size)
         if cfg.rank_weight > 0:  # no random draws when off, so other recipes keep their streams
-            base = ranking_faces(hq[:k], gen, cfg.rank_zoom, cfg.rank_soften, cfg.rank_sharpen)
+            base = ranking_faces(hq[:k], gen, cfg.rank_zoom, cfg.rank_soften)
             milder, harsher, gap = severity_pairs(base, cfg.rank_kinds, gen)
             extra += [milder, harsher]
         if cfg.region_rank_weight > 0:
