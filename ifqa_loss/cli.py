@@ -89,7 +89,8 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--limit", type=int, help="use only the first N training images (smoke runs)")
     t.add_argument("--no-resume", action="store_true", help="ignore an existing checkpoint")
     t.add_argument("--export-official", action="store_true", help="also write IFQA_Metric.pth ({'D': ...}, cnn only)")
-    t.add_argument("--no-progress", action="store_true")
+    t.add_argument("--no-progress", action="store_true",
+                   help="no progress bar; validation records go to stderr as JSON lines")
     return p
 
 

@@ -60,6 +60,8 @@ def test_train_smoke_reloads_and_resumes(tmp_path, capsys):
 
     assert main(args(2)) == 0
     card = json.loads((tmp_path / "ifqa-lite.json").read_text())
+    logged = [json.loads(line) for line in capsys.readouterr().err.splitlines() if line.startswith("{")]
+    assert logged == card["history"]  # without a bar, each validation is one JSON line on stderr
     assert card["steps"] == 2 and card["backbone"] == "lite" and "NON-COMMERCIAL" in card["licence"]
     assert card["data"]["train_images"] == 5  # the listed validation image stays out
     assert card["training"]["degradation"] == {"p_jpeg": 0.9, "jpeg_quality": [40, 60]}

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -298,6 +299,8 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
             history.append(record)
             if bar is not None:
                 bar.write(json.dumps(record))
+            elif rank == 0:  # no bar (logs, batch jobs): one JSON line per validation on stderr
+                print(json.dumps(record), file=sys.stderr, flush=True)
         if rank == 0 and (step % cfg.ckpt_every == 0 or step == cfg.steps):
             _save_checkpoint(ckpt_path, d_net, g_net, opt_d, opt_g, step, time.perf_counter() - t0, gen, degrader,
                              history, world)
