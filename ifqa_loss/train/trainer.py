@@ -173,7 +173,10 @@ def validate(d: nn.Module, val: FaceSet, device: torch.device, n: int, seed: int
 
 
 def train(cfg: TrainConfig, progress: bool = True) -> dict:
-    """Run (or resume) training; returns the model card written next to the weights."""
+    """Run (or resume) training; returns the model card written next to the weights.
+
+    ``progress`` shows a bar with the losses; without it, each validation record goes to stderr as a JSON line.
+    """
     _check_options(cfg)
     _setup_distributed(cfg.device)
     rank, world = _dist_info()
