@@ -90,7 +90,7 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--no-resume", action="store_true", help="ignore an existing checkpoint")
     t.add_argument("--export-official", action="store_true", help="also write IFQA_Metric.pth ({'D': ...}, cnn only)")
     t.add_argument("--no-progress", action="store_true",
-                   help="no progress bar; validation records go to stderr as JSON lines")
+                   help="no progress bar (validation records still go to stderr as JSON lines)")
     return p
 
 

@@ -175,7 +175,7 @@ def validate(d: nn.Module, val: FaceSet, device: torch.device, n: int, seed: int
 def train(cfg: TrainConfig, progress: bool = True) -> dict:
     """Run (or resume) training; returns the model card written next to the weights.
 
-    ``progress`` shows a bar with the losses; without it, each validation record goes to stderr as a JSON line.
+    ``progress`` shows a bar with the losses. Either way each validation record goes to stderr as a JSON line.
     """
     _check_options(cfg)
     _setup_distributed(cfg.device)
@@ -300,10 +300,12 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
         if val_set is not None and (step % cfg.val_every == 0 or step == cfg.steps):
             record = {"step": step, **validate(d_model, val_set, device, cfg.val_images), **losses}
             history.append(record)
-            if bar is not None:
-                bar.write(json.dumps(record))
-            elif rank == 0:  # no bar (logs, batch jobs): one JSON line per validation on stderr
-                print(json.dumps(record), file=sys.stderr, flush=True)
+            if rank == 0:  # one JSON line per validation on stderr; stdout keeps only the CLI's final summary
+                line = json.dumps(record)
+                if bar is not None:
+                    bar.write(line, file=sys.stderr)
+                else:
+                    print(line, file=sys.stderr, flush=True)
         if rank == 0 and (step % cfg.ckpt_every == 0 or step == cfg.steps):
             _save_checkpoint(ckpt_path, d_net, g_net, opt_d, opt_g, step, time.perf_counter() - t0, gen, degrader,
                              history, world)
