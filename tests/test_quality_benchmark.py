@@ -14,17 +14,14 @@ def test_quality_benchmark_subset(tmp_path):
     assert res["images"] == 12 and res["model"]["backbone"] == "lite"
     sev = res["severity"]["ifqa"]
     assert set(sev) == {"blur", "noise", "jpeg", "downup", "mixed"}
-    # loose floors under the bundled model's full-set numbers (README: -0.98 / 0.965 / 14.2); JPEG is only
-    # partly ranked (-0.86), so it gets a looser floor
-    for kind in ("blur", "noise", "downup", "mixed"):
+    # loose floors under the bundled model's full-set numbers (README: worst type -0.96, AUC 0.961, region
+    # ratio 7.1); on these 12 faces: JPEG -0.97, AUC 0.98, region ratio 2.9
+    for kind in ("blur", "noise", "jpeg", "downup", "mixed"):
         assert sev[kind]["mean_spearman"] < -0.9, (kind, sev[kind])
         levels = sev[kind]["mean_score_per_level"]
         assert levels[0] > levels[-1], (kind, levels)
     assert res["real_lq"]["ifqa"]["auc"] > 0.85
     assert res["real_lq"]["ifqa"]["hq_mean"] > res["real_lq"]["ifqa"]["lq_mean"]
-    jpeg_levels = sev["jpeg"]["mean_score_per_level"]
-    assert jpeg_levels[0] > jpeg_levels[-1], jpeg_levels
-    assert sev["jpeg"]["mean_spearman"] < -0.6, sev["jpeg"]  # -0.87 on this subset
     assert set(res["regions"]["ifqa"]) == {"blur", "noise", "jpeg", "mixed"}
     mixed = res["regions"]["ifqa"]["mixed"]
     assert mixed["drop_primary"] > 1.5 * mixed["drop_control"], mixed  # primary regions weigh more
