@@ -3,7 +3,8 @@ eyes/nose/mouth?  Prints tables and writes JSON; baselines are computed in the s
 
   (1) severity: 5 increasing levels of blur, noise, JPEG, down-up sampling and a mix on hq_eval;
       per image, Spearman(score, level); mean per type (-1 = score falls as severity rises).
-  (2) real LQ: ROC AUC separating hq_eval from real low-quality crops (lq_real).
+  (2) real LQ: ROC AUC separating hq_eval from real low-quality crops (lq_real), and per crop how many
+      HQ faces score at or below it (the pairs the AUC loses).
   (3) primary regions: mean score drop when only eyes, nose and mouth are degraded, divided by the drop
       when the same area elsewhere on the face is degraded the same way.
 
@@ -196,13 +197,23 @@ def main() -> None:
 
     # (2) real-world LQ
     lq_root = SHARED / "data" / "lq_real"
-    lq = torch.cat([load_dir(require(lq_root / s, s))[1] for s in LQ_SETS])
+    lq_names, lq = [], []
+    for s in LQ_SETS:
+        n, x = load_dir(require(lq_root / s, s))
+        lq_names += [f"{s}/{name}" for name in n]
+        lq.append(x)
+    lq = torch.cat(lq)
     auc = {}
     for m, f in scorers.items():
         hq_s, lq_s = f(hq).numpy(), f(lq).numpy()
-        auc[m] = {"auc": roc_auc(hq_s, lq_s), "hq_mean": float(hq_s.mean()), "lq_mean": float(lq_s.mean())}
-    print_table(f"(2) ROC AUC hq_eval ({len(hq)}) vs lq_real ({len(lq)})", ["metric", "AUC", "HQ mean", "LQ mean"],
-                [[m, v["auc"], v["hq_mean"], v["lq_mean"]] for m, v in auc.items()])
+        # the LQ crops that cost AUC: how many HQ faces score at or below each one
+        beaten = sorted(((name, int((hq_s <= v).sum())) for name, v in zip(lq_names, lq_s)), key=lambda t: -t[1])
+        auc[m] = {"auc": roc_auc(hq_s, lq_s), "hq_mean": float(hq_s.mean()), "lq_mean": float(lq_s.mean()),
+                  "hq_at_or_below_lq": {name: n for name, n in beaten if n}}
+    print_table(f"(2) ROC AUC hq_eval ({len(hq)}) vs lq_real ({len(lq)})",
+                ["metric", "AUC", "HQ mean", "LQ mean", "worst LQ crop (HQ faces at or below it)"],
+                [[m, v["auc"], v["hq_mean"], v["lq_mean"],
+                  next((f"{k} ({n})" for k, n in v["hq_at_or_below_lq"].items()), "-")] for m, v in auc.items()])
 
     # (3) primary-region sensitivity
     with np.load(hq_dir / "landmarks68.npz") as z:
@@ -237,6 +248,7 @@ def main() -> None:
                  for m in scorers])
     write_json(__import__("pathlib").Path(args.out), {
         "model": {"backbone": model.backbone, "weights": model.weights_source}, "images": len(names),
+        "lq_images": len(lq_names),
         "levels": LEVELS, "severity": severity, "real_lq": auc, "regions": region, "region_area": area,
         "summary": summary, "machine": machine(), "seconds": round(time.perf_counter() - t0, 1),
     })

@@ -22,6 +22,11 @@ def test_quality_benchmark_subset(tmp_path):
         assert levels[0] > levels[-1], (kind, levels)
     assert res["real_lq"]["ifqa"]["auc"] > 0.85
     assert res["real_lq"]["ifqa"]["hq_mean"] > res["real_lq"]["ifqa"]["lq_mean"]
+    # the per-crop counts of HQ faces scoring at or below each LQ crop are the AUC's misordered pairs
+    beaten = res["real_lq"]["ifqa"]["hq_at_or_below_lq"]
+    pairs = res["images"] * res["lq_images"]
+    assert sum(beaten.values()) / pairs == pytest.approx(1 - res["real_lq"]["ifqa"]["auc"], abs=1e-9)
+    assert all(0 < n <= res["images"] for n in beaten.values())
     assert set(res["regions"]["ifqa"]) == {"blur", "noise", "jpeg", "mixed"}
     mixed = res["regions"]["ifqa"]["mixed"]
     assert mixed["drop_primary"] > 1.5 * mixed["drop_control"], mixed  # primary regions weigh more
