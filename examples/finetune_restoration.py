@@ -11,7 +11,7 @@
 
 Writes <out>/results.json and <out>/comparison.png (rows: LQ | L1 | L1+IFQA | HQ, evaluator heatmaps below).
 
-    python examples/finetune_restoration.py --out finetune_out          # full run (~30 min on 2 CPU cores)
+    python examples/finetune_restoration.py --out finetune_out          # full run (~15 min on 2 CPU cores)
     python examples/finetune_restoration.py --out finetune_out --fast   # a few steps, a few images (CI)
 """
 from __future__ import annotations
@@ -60,7 +60,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--eval-data", default=str(DATA / "hq_eval"), help="HQ faces for the final report")
     ap.add_argument("--evaluator", default=str(EVALUATOR), help="independent IFQA weights used only for evaluation")
     ap.add_argument("--loss-weights", default="ifqa-lite", help="weights of the loss model (default: bundled ifqa-lite)")
-    ap.add_argument("--lambdas", type=float, nargs="+", default=[0.003, 0.01, 0.03, 0.1])
+    ap.add_argument("--lambdas", type=float, nargs="+", default=[0.0003, 0.001, 0.003, 0.01])
     ap.add_argument("--region-arm", action="store_true", help="add an arm whose IFQA term weights eyes/nose/mouth x4")
     ap.add_argument("--pretrain-steps", type=int, default=400)
     ap.add_argument("--finetune-steps", type=int, default=150)

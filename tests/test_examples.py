@@ -19,8 +19,8 @@ def test_finetune_restoration_fast(tmp_path):
                            "--out", str(tmp_path)], capture_output=True, text=True, timeout=600, cwd=REPO)
     assert proc.returncode == 0, proc.stderr[-3000:]
     res = json.loads((tmp_path / "results.json").read_text())
-    assert set(res["arms"]) == {"L1", "L1+0.1*IFQA"}
-    arm = res["arms"]["L1+0.1*IFQA"]
+    assert set(res["arms"]) == {"L1", "L1+0.01*IFQA"}
+    arm = res["arms"]["L1+0.01*IFQA"]
     n = len(res["images"]["hq_eval"])
     assert n == 4 and all(len(arm["per_image"][k]) == n for k in ("psnr", "ssim", "ifqa_eval"))
     assert 0 < arm["hq_eval"]["ifqa_eval"]["mean"] < 1 and arm["hq_eval"]["psnr"]["mean"] > 10
