@@ -198,9 +198,9 @@ def main() -> None:
     # (2) real-world LQ
     lq_root = SHARED / "data" / "lq_real"
     lq_names, lq = [], []
-    for s in LQ_SETS:
-        n, x = load_dir(require(lq_root / s, s))
-        lq_names += [f"{s}/{name}" for name in n]
+    for lq_set in LQ_SETS:
+        crop_names, x = load_dir(require(lq_root / lq_set, lq_set))
+        lq_names += [f"{lq_set}/{name}" for name in crop_names]
         lq.append(x)
     lq = torch.cat(lq)
     auc = {}
