@@ -7,6 +7,8 @@ eyes/nose/mouth?  Prints tables and writes JSON; baselines are computed in the s
       HQ faces score at or below it (the pairs the AUC loses).
   (3) primary regions: mean score drop when only eyes, nose and mouth are degraded, divided by the drop
       when the same area elsewhere on the face is degraded the same way.
+  (4) over-sharpening (a diagnostic, no target): share of faces whose blurred-then-unsharp-masked version
+      scores at or above the clean face. A loss that rewards sharpening halos teaches a generator to add them.
 
 Usage: python benchmarks/quality.py [--weights ifqa-lite] [--subset N] [--out FILE]
 """
@@ -36,6 +38,7 @@ LEVELS = {
     "mixed": [1, 2, 3, 4, 5],  # all four at once, scaled by the level
 }
 LQ_SETS = ["codeformer_cropped", "gfpgan_cropped", "diffbir_aligned", "gpen_val_pairs/lq"]
+SHARPEN = {"blur": [1.0, 1.5], "amount": [1.0, 2.0, 4.0], "radius": 1.5}  # (4): blur sigma, then unsharp mask
 
 
 # ---------------------------------------------------------------- degradations (deterministic)
@@ -60,6 +63,10 @@ def jpeg(x: torch.Tensor, quality: int) -> torch.Tensor:
         Image.fromarray((img.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()).save(buf, "JPEG", quality=int(quality))
         out.append(torch.from_numpy(np.array(Image.open(buf).convert("RGB"))).permute(2, 0, 1).float() / 255)
     return torch.stack(out)
+
+
+def unsharp(x: torch.Tensor, radius: float, amount: float) -> torch.Tensor:
+    return (x + amount * (x - gaussian_blur(x, radius))).clamp(0, 1)
 
 
 def down_up(x: torch.Tensor, factor: float) -> torch.Tensor:
@@ -237,10 +244,24 @@ def main() -> None:
                 f"{area['primary_px']:.0f} vs {area['control_px']:.0f} px)", ["metric", "blur", "noise", "jpeg", "mixed"],
                 [[m] + [region[m][k]["ratio"] for k in ("blur", "noise", "jpeg", "mixed")] for m in scorers])
 
+    # (4) over-sharpening
+    sharpen = {m: {} for m in scorers}
+    for sigma in SHARPEN["blur"]:
+        soft = gaussian_blur(hq, sigma)
+        for amount in SHARPEN["amount"]:
+            y = unsharp(soft, SHARPEN["radius"], amount)
+            for m, f in scorers.items():
+                sharpen[m][f"blur {sigma} + unsharp {amount}"] = float((f(y) >= f(hq)).float().mean())
+    settings = list(sharpen["ifqa"])
+    print_table(f"(4) share of faces scoring at or above their clean version after blur + unsharp mask (radius "
+                f"{SHARPEN['radius']}); 0 = never fooled", ["metric", *settings],
+                [[m] + [sharpen[m][k] for k in settings] for m in scorers])
+
     summary = {
         "severity_worst_type": {m: max(v["mean_spearman"] for v in severity[m].values()) for m in scorers},
         "auc": {m: auc[m]["auc"] for m in scorers},
         "region_ratio_mixed": {m: region[m]["mixed"]["ratio"] for m in scorers},
+        "sharpened_at_or_above_clean_worst": {m: max(sharpen[m].values()) for m in scorers},
     }
     print_table("summary (acceptance: worst-type Spearman <= -0.95, AUC >= 0.95, region ratio >= 1.5)",
                 ["metric", "worst Spearman", "AUC", "region ratio (mixed)"],
@@ -250,6 +271,7 @@ def main() -> None:
         "model": {"backbone": model.backbone, "weights": model.weights_source}, "images": len(names),
         "lq_images": len(lq_names),
         "levels": LEVELS, "severity": severity, "real_lq": auc, "regions": region, "region_area": area,
+        "sharpen_levels": SHARPEN, "over_sharpening": sharpen,
         "summary": summary, "machine": machine(), "seconds": round(time.perf_counter() - t0, 1),
     })
 

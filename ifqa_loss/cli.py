@@ -72,7 +72,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="weight of the severity-ranking hinge (harsher twin scores lower; 0 = off)")
     t.add_argument("--rank-margin", type=float, default=0.15, help="score margin per unit of severity gap")
     t.add_argument("--rank-kinds", default="jpeg,jpeg,jpeg,blur,noise,downup",
-                   help="comma-separated kinds for severity pairs (repeat one to draw it more often)")
+                   help="comma-separated kinds for severity pairs: jpeg, blur, noise, downup, sharpen "
+                        "(repeat one to draw it more often)")
     t.add_argument("--region-rank-weight", type=float, default=0.0,
                    help="weight of the hinge that makes primary-region damage cost more than damage elsewhere")
     t.add_argument("--region-rank-margin", type=float, default=0.03)

@@ -32,3 +32,9 @@ def test_quality_benchmark_subset(tmp_path):
     assert mixed["drop_primary"] > 1.5 * mixed["drop_control"], mixed  # primary regions weigh more
     for baseline in ("laplacian_var", "tenengrad"):
         assert baseline in res["severity"] and baseline in res["real_lq"]
+    # (4) over-sharpening: one share in [0, 1] per setting and scorer; unsharp masking a softened face
+    # inflates the Laplacian's variance, so that classic score is fooled on most faces
+    sharp = res["over_sharpening"]
+    assert len(sharp["ifqa"]) == len(res["sharpen_levels"]["blur"]) * len(res["sharpen_levels"]["amount"])
+    assert all(0 <= v <= 1 for m in sharp.values() for v in m.values())
+    assert res["summary"]["sharpened_at_or_above_clean_worst"]["laplacian_var"] > 0.5

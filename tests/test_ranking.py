@@ -46,8 +46,8 @@ def test_severity_pairs_are_ordered_and_clean_twins_are_exact():
 
 
 def test_unknown_kind_names_the_choices():
-    with pytest.raises(ValueError, match="unknown degradation kind 'sharpen'.*jpeg"):
-        severity_pairs(_face_like(2), ["jpeg", "sharpen"], torch.Generator())
+    with pytest.raises(ValueError, match="unknown degradation kind 'sharp'.*jpeg"):
+        severity_pairs(_face_like(2), ["jpeg", "sharp"], torch.Generator())
 
 
 def test_ranking_faces_off_is_the_input_and_draws_nothing():
@@ -110,7 +110,7 @@ def test_train_with_ranking_terms_logs_them(tmp_path):
 
 
 @pytest.mark.parametrize("flags, message", [
-    (["--rank-weight", "1", "--rank-kinds", "jpeg,sharpen"], "rank_kinds"),
+    (["--rank-weight", "1", "--rank-kinds", "jpeg,sharp"], "rank_kinds"),
     (["--region-rank-weight", "-1"], "region_rank_weight"),
     (["--rank-pairs", "0"], "rank_pairs"),
     (["--rank-zoom", "0.5"], "rank_zoom"),

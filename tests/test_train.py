@@ -10,7 +10,7 @@ import torch
 from ifqa_loss import IFQA
 from ifqa_loss.cli import main
 from ifqa_loss.regions import region_masks, template_boxes
-from ifqa_loss.train.degradations import DegradationConfig, Degrader
+from ifqa_loss.train.degradations import DegradationConfig, Degrader, gaussian_blur, unsharp_mask
 from ifqa_loss.train.trainer import discriminator_batch
 
 FACES = Path(__file__).resolve().parents[2] / "shared" / "data" / "faces256"
@@ -87,6 +87,38 @@ def test_jpeg_only_share_gets_a_plain_jpeg_round_trip():
     torch.testing.assert_close(Degrader(cfg, seed=0)(x), jpeg_pil(x, torch.full((3,), 50)), rtol=0, atol=0)
     # unused (0), it draws no random numbers: existing recipes keep their exact degradations
     assert torch.equal(Degrader(DegradationConfig(p_jpeg_only=0.0), seed=5)(x), Degrader(seed=5)(x))
+    # JPEG-only samples stay JPEG-only when over-sharpening is on
+    cfg.p_sharpen = 1.0
+    torch.testing.assert_close(Degrader(cfg, seed=0)(x), jpeg_pil(x, torch.full((3,), 50)), rtol=0, atol=0)
+
+
+def _high_pass_energy(x: torch.Tensor) -> torch.Tensor:
+    lap = x[..., 1:-1, 2:] + x[..., 1:-1, :-2] + x[..., 2:, 1:-1] + x[..., :-2, 1:-1] - 4 * x[..., 1:-1, 1:-1]
+    return lap.square().mean(dim=(1, 2, 3))
+
+
+def _smooth_faces(n: int) -> torch.Tensor:
+    """Soft random texture in [0.2, 0.8]: detail at every scale for a sharpener to boost."""
+    texture = torch.rand(n, 1, 64, 64, generator=torch.Generator().manual_seed(0)).expand(n, 3, 64, 64)
+    return 0.2 + 0.6 * gaussian_blur(texture.contiguous(), torch.full((n,), 1.0))
+
+
+def test_unsharp_mask_adds_high_frequencies_and_zero_amount_is_identity():
+    x = _smooth_faces(3)
+    sigma = torch.tensor([0.8, 1.5, 2.5])
+    torch.testing.assert_close(unsharp_mask(x, sigma, torch.zeros(3)), x)
+    weak, strong = unsharp_mask(x, sigma, torch.full((3,), 1.0)), unsharp_mask(x, sigma, torch.full((3,), 4.0))
+    assert 0 <= strong.min() and strong.max() <= 1
+    assert (_high_pass_energy(x) < _high_pass_energy(weak)).all()
+    assert (_high_pass_energy(weak) < _high_pass_energy(strong)).all()
+
+
+def test_over_sharpening_stage_sharpens_after_the_down_up_stage():
+    x = _smooth_faces(4)
+    only_down = dict(p_blur=0.0, p_down=1.0, scale=(2.0, 2.0), p_noise=0.0, p_jpeg=0.0)
+    plain = Degrader(DegradationConfig(**only_down), seed=1)(x)
+    sharp = Degrader(DegradationConfig(**only_down, p_sharpen=1.0, sharpen_amount=(3.0, 3.0)), seed=1)(x)
+    assert (_high_pass_energy(sharp) > 1.5 * _high_pass_energy(plain)).all()
 
 
 @pytest.mark.skipif(not FACES.is_dir(), reason="../shared/data/faces256 is absent (training data)")

@@ -1,7 +1,8 @@
 """Blind face-restoration degradations, batched with per-sample random parameters.
 
 Pipeline per sample (each stage applied with its own probability):
-Gaussian or motion blur -> downsample x1-x8 -> Gaussian or Poisson noise -> JPEG q30-95 -> resize back.
+Gaussian or motion blur -> downsample x1-x8 and resize back -> [unsharp mask] -> Gaussian or Poisson noise
+-> JPEG q30-95. The unsharp mask (over-sharpening, as camera pipelines and scanners apply it) is off by default.
 Images are (N, 3, H, W) float in [0, 1]; everything but the PIL JPEG backend runs on the input's device.
 """
 from __future__ import annotations
@@ -35,6 +36,9 @@ class DegradationConfig:
     jpeg_backend: str = "auto"  # "pil" (real codec, CPU), "kornia" (differentiable, on device) or "auto"
     p_single: float = 0.0  # share of samples that get exactly one stage, chosen uniformly (isolated artefacts)
     p_jpeg_only: float = 0.0  # share of samples that get JPEG and nothing else
+    p_sharpen: float = 0.0  # share of samples over-sharpened (unsharp mask) after the down-up stage
+    sharpen_sigma: tuple[float, float] = (0.8, 2.5)  # unsharp-mask radius (Gaussian sigma, px)
+    sharpen_amount: tuple[float, float] = (1.0, 4.0)
 
 
 def _uniform(n: int, lo: float, hi: float, gen: torch.Generator, device) -> torch.Tensor:
@@ -49,6 +53,12 @@ def gaussian_blur(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
     """Per-sample isotropic Gaussian blur; sigma (N,) in pixels."""
     k = 2 * math.ceil(3 * float(sigma.max())) + 1
     return kornia.filters.gaussian_blur2d(x, (k, k), torch.stack([sigma, sigma], dim=1).to(x), border_type="reflect")
+
+
+def unsharp_mask(x: torch.Tensor, sigma: torch.Tensor, amount: torch.Tensor) -> torch.Tensor:
+    """Over-sharpening: ``x + amount * (x - blur_sigma(x))``, clamped to [0, 1]; sigma, amount (N,)."""
+    detail = x - gaussian_blur(x, sigma.to(x.device))
+    return (x + amount.to(x)[:, None, None, None] * detail).clamp(0, 1)
 
 
 def motion_blur(x: torch.Tensor, kernel_size: int, angle: torch.Tensor, direction: torch.Tensor) -> torch.Tensor:
@@ -121,6 +131,7 @@ class Degrader:
         single = _bernoulli(n, cfg.p_single, g)
         stages[single] = False
         stages[torch.arange(n), forced] |= ~stages.any(1)
+        jpeg_only = torch.zeros(n, dtype=torch.bool)
         if cfg.p_jpeg_only > 0:  # drawn only when used, so other configs keep their random streams
             jpeg_only = _bernoulli(n, cfg.p_jpeg_only, g)
             stages[jpeg_only] = torch.tensor([False, False, False, True])
@@ -142,6 +153,11 @@ class Degrader:
             scale = torch.where(down, scale, torch.ones(n))
             modes = [("bilinear", "bicubic", "nearest")[int(i)] for i in torch.randint(0, 3, (n,), generator=g)]
             x = down_up(x, torch.where(down, scale.clamp_min(1.1), scale), modes)
+        if cfg.p_sharpen > 0:  # drawn only when used, so other configs keep their random streams
+            sharp = _bernoulli(n, cfg.p_sharpen, g) & ~jpeg_only
+            sig, amt = _uniform(n, *cfg.sharpen_sigma, g, dev), _uniform(n, *cfg.sharpen_amount, g, dev)
+            if sharp.any():
+                x = torch.where(sharp.to(dev)[:, None, None, None], unsharp_mask(x, sig, amt), x)
         noisy = stages[:, 2]
         poisson = noisy & _bernoulli(n, cfg.p_poisson, g)
         gnoise = noisy & ~poisson

@@ -19,11 +19,14 @@ import torch
 import torch.nn.functional as F
 
 from .augment import random_zoom
-from .degradations import down_up, gaussian_blur, gaussian_noise, jpeg_pil
+from .degradations import down_up, gaussian_blur, gaussian_noise, jpeg_pil, unsharp_mask
 
 #: What severity 0 and 1 mean for each kind (JPEG quality, Gaussian sigma in px, noise sigma in 8-bit
-#: levels, down-up factor; the factor is interpolated log-linearly).
-SEVERITY_RANGES = {"jpeg": (95, 15), "blur": (0.3, 4.0), "noise": (1.0, 25.0), "downup": (1.1, 8.0)}
+#: levels, down-up factor, unsharp-mask amount; the factor is interpolated log-linearly).
+SEVERITY_RANGES = {"jpeg": (95, 15), "blur": (0.3, 4.0), "noise": (1.0, 25.0), "downup": (1.1, 8.0),
+                   "sharpen": (0.3, 4.0)}
+#: Unsharp-mask radius (Gaussian sigma, px) of the "sharpen" kind, drawn per sample.
+SHARPEN_SIGMA = (0.8, 2.5)
 
 
 def check_kinds(kinds: list[str]) -> None:
@@ -52,6 +55,9 @@ def degrade_at(x: torch.Tensor, kind: str, severity: torch.Tensor, gen: torch.Ge
         return gaussian_blur(x, (lo + u * (hi - lo)).to(x.device))
     if kind == "noise":
         return gaussian_noise(x, (lo + u * (hi - lo)).to(x.device), gen)
+    if kind == "sharpen":
+        sigma = SHARPEN_SIGMA[0] + torch.rand(x.shape[0], generator=gen) * (SHARPEN_SIGMA[1] - SHARPEN_SIGMA[0])
+        return unsharp_mask(x, sigma, lo + u * (hi - lo))
     return down_up(x, lo * (hi / lo) ** u, ["bicubic"] * x.shape[0])  # "downup"
 
 
