@@ -156,8 +156,10 @@ class Degrader:
         if cfg.p_sharpen > 0:  # drawn only when used, so other configs keep their random streams
             sharp = _bernoulli(n, cfg.p_sharpen, g) & ~jpeg_only
             sig, amt = _uniform(n, *cfg.sharpen_sigma, g, dev), _uniform(n, *cfg.sharpen_amount, g, dev)
-            if sharp.any():
-                x = torch.where(sharp.to(dev)[:, None, None, None], unsharp_mask(x, sig, amt), x)
+            if sharp.any():  # only the chosen samples, like the JPEG stage
+                idx = sharp.nonzero().flatten().to(dev)
+                x = x.clone()
+                x[idx] = unsharp_mask(x[idx], sig[idx], amt[idx])
         noisy = stages[:, 2]
         poisson = noisy & _bernoulli(n, cfg.p_poisson, g)
         gnoise = noisy & ~poisson
