@@ -82,6 +82,11 @@ def _parser() -> argparse.ArgumentParser:
                    help="zoom ranking faces in by a further 1..Z (tighter framings; 1 = off)")
     t.add_argument("--rank-soften", type=float, default=0.0,
                    help="share of ranking faces blurred slightly (sigma 0.4-1.2) before both twins are degraded")
+    t.add_argument("--flip-weight", type=float, default=0.0,
+                   help="weight of the mirror-consistency term: a face's map and its mirror image's map must agree")
+    t.add_argument("--flip-pairs", type=int, default=4, help="real faces per batch also scored mirrored")
+    t.add_argument("--ema-decay", type=float, default=0.0,
+                   help="export an exponential moving average of the discriminator's weights (e.g. 0.99; 0 = off)")
     t.add_argument("--val-every", type=int, default=250)
     t.add_argument("--val-images", type=int, default=64)
     t.add_argument("--ckpt-every", type=int, default=100)
@@ -379,6 +384,7 @@ def train_command(args) -> int:
         rank_kinds=[k.strip() for k in args.rank_kinds.split(",") if k.strip()],
         region_rank_weight=args.region_rank_weight, region_rank_margin=args.region_rank_margin,
         rank_pairs=args.rank_pairs, rank_zoom=args.rank_zoom, rank_soften=args.rank_soften, max_zoom=args.max_zoom,
+        flip_weight=args.flip_weight, flip_pairs=args.flip_pairs, ema_decay=args.ema_decay,
     )
     try:
         card = train(cfg, progress=not args.no_progress)

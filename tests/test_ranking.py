@@ -1,4 +1,5 @@
-"""Ranking terms of the training recipe: ordered severity pairs, region pairs, the hinge, and a run with them."""
+"""Extra discriminator terms of the training recipe: ordered severity pairs, region pairs, the hinge, mirror
+consistency, and a run with them."""
 from __future__ import annotations
 
 import json
@@ -11,6 +12,7 @@ from ifqa_loss.cli import main
 from ifqa_loss.regions import region_masks, template_boxes
 from ifqa_loss.train.ranking import (SEVERITY_RANGES, degrade_at, moved_masks, ranking_faces, ranking_hinge,
                                      region_pairs, severity_pairs)
+from ifqa_loss.train.trainer import flip_consistency
 
 FACES = Path(__file__).resolve().parents[2] / "shared" / "data" / "faces256"
 
@@ -94,19 +96,34 @@ def test_ranking_hinge_is_zero_once_the_margin_is_met_and_pushes_otherwise():
     assert better.grad.tolist() == [0.0, -0.5] and worse.grad.tolist() == [0.0, 0.5]
 
 
+def test_flip_consistency_is_zero_only_for_mirror_equivariant_maps():
+    maps = torch.randn(3, 1, 8, 8)
+    assert flip_consistency(maps, maps.flip(-1)).item() == 0.0  # the mirror image's map is the mirrored map
+    asym = torch.zeros(1, 1, 4, 4)
+    asym[..., :2] = 4.0  # left half confident, right half unsure
+    same = asym.clone().requires_grad_(True)  # same map for the mirror image: not equivariant
+    loss = flip_consistency(asym, same)
+    expected = (torch.sigmoid(torch.tensor(4.0)) - 0.5) ** 2  # every pixel differs by the same amount
+    assert loss.item() == pytest.approx(expected.item())
+    loss.backward()
+    assert same.grad.abs().sum() > 0
+
+
 @pytest.mark.skipif(not FACES.is_dir(), reason="../shared/data/faces256 is absent (training data)")
 def test_train_with_ranking_terms_logs_them(tmp_path):
     rc = main(["train", "--data", str(FACES / "images"), "--landmarks", str(FACES / "landmarks68.npz"),
                "--val-list", str(FACES / "val.txt"), "--out", str(tmp_path), "--steps", "2", "--batch-size", "2",
                "--limit", "4", "--val-every", "2", "--val-images", "2", "--raw-fake-frac", "1",
                "--rank-weight", "5", "--rank-kinds", "jpeg,blur", "--region-rank-weight", "5", "--rank-pairs", "2",
-               "--rank-zoom", "1.5", "--rank-soften", "0.5", "--max-zoom", "1.4", "--no-progress"])
+               "--rank-zoom", "1.5", "--rank-soften", "0.5", "--max-zoom", "1.4", "--flip-weight", "3",
+               "--flip-pairs", "1", "--no-progress"])
     assert rc == 0
     card = json.loads((tmp_path / "ifqa-lite.json").read_text())
     assert card["training"]["rank_kinds"] == ["jpeg", "blur"] and card["training"]["region_rank_weight"] == 5
     assert (card["training"]["rank_zoom"], card["training"]["rank_soften"], card["training"]["max_zoom"]) == (1.5, 0.5, 1.4)
     val = card["validation"]
-    assert val["loss_rank"] >= 0 and val["loss_region_rank"] >= 0
+    assert val["loss_rank"] >= 0 and val["loss_region_rank"] >= 0 and 0 <= val["loss_flip"] <= 1
+    assert (card["training"]["flip_weight"], card["training"]["flip_pairs"]) == (3, 1)
 
 
 @pytest.mark.parametrize("flags, message", [
@@ -116,6 +133,9 @@ def test_train_with_ranking_terms_logs_them(tmp_path):
     (["--rank-zoom", "0.5"], "rank_zoom"),
     (["--max-zoom", "9"], "max_zoom"),
     (["--rank-soften", "1.5"], "rank_soften"),
+    (["--flip-weight", "-1"], "flip_weight"),
+    (["--flip-pairs", "0"], "flip_pairs"),
+    (["--ema-decay", "1"], "ema_decay"),
 ])
 def test_bad_ranking_options_are_usage_errors_before_any_data_loads(tmp_path, capsys, flags, message):
     rc = main(["train", "--data", str(tmp_path / "missing"), "--out", str(tmp_path / "o"), "--no-progress", *flags])

@@ -189,3 +189,24 @@ def test_degradation_overrides_are_typed(item, expected):
 def test_bad_degradation_override_is_a_usage_error(item, capsys):
     assert main(["train", "--data", "x", "--out", "y", "--degradation", item]) == 2
     assert "--degradation" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not FACES.is_dir(), reason="../shared/data/faces256 is absent (training data)")
+def test_ema_weights_are_exported_and_survive_resumption(tmp_path):
+    """--ema-decay 0.5 over two steps run as two invocations: the export is the mean of both steps' weights."""
+    from safetensors.torch import load_file
+
+    out = tmp_path / "run"
+    base = ["train", "--data", str(FACES / "images"), "--val-list", str(FACES / "val.txt"), "--out", str(out),
+            "--batch-size", "2", "--limit", "4", "--val-every", "1", "--val-images", "2", "--raw-fake-frac", "1",
+            "--init", "ifqa-lite", "--ckpt-every", "1", "--ema-decay", "0.5", "--no-progress"]
+    assert main(base + ["--steps", "1"]) == 0
+    first = torch.load(out / "checkpoint.pt", weights_only=True)
+    assert main(base + ["--steps", "2"]) == 0
+    second = torch.load(out / "checkpoint.pt", weights_only=True)
+    assert int(second["ema"]["n_averaged"]) == 2
+    exported = load_file(out / "ifqa-lite.safetensors")
+    for k, v in exported.items():
+        torch.testing.assert_close(v, 0.5 * first["d"][k] + 0.5 * second["d"][k])
+    assert any(not torch.equal(v, second["d"][k]) for k, v in exported.items())  # not the raw last weights
+    assert json.loads((out / "ifqa-lite.json").read_text())["training"]["ema_decay"] == 0.5

@@ -10,6 +10,9 @@ L1 plus an adversarial term from the discriminator's map.
 
 With ``raw_fake_frac=1`` every fake is a raw degraded face and the generator is skipped: a discriminator-only
 stage, typically started from trained weights with ``init`` (e.g. to add a degradation the model under-ranks).
+Optional terms (off by default): severity and region ranking (``ranking.py``), and mirror consistency, which
+asks the map of a mirrored real face to be the mirrored map. ``ema_decay`` exports a moving average of the
+discriminator's weights instead of the last ones.
 """
 from __future__ import annotations
 
@@ -25,6 +28,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from ..models import LITE_BOTTLENECK, LITE_WIDTHS, build_model
 from ..regions import region_masks
@@ -79,6 +83,9 @@ class TrainConfig:
     rank_pairs: int = 8  # faces of each batch that also form ranking pairs
     rank_zoom: float = 1.0  # ranking faces zoomed in by a further 1..rank_zoom (1 = no extra zoom)
     rank_soften: float = 0.0  # share of ranking faces blurred (sigma 0.4-1.2) before both twins are degraded
+    flip_weight: float = 0.0  # mirror consistency: map(flip(x)) should equal flip(map(x)) on real faces; 0 = off
+    flip_pairs: int = 4  # real faces of each batch also scored mirrored when flip_weight > 0
+    ema_decay: float = 0.0  # export (and validate) an exponential moving average of the weights; 0 = off
 
 
 def _dist_info() -> tuple[int, int]:
@@ -93,14 +100,17 @@ def _setup_distributed(device: str) -> None:
 
 
 def _check_options(cfg: TrainConfig) -> None:
-    for name in ("rank_weight", "rank_margin", "region_rank_weight", "region_rank_margin"):
+    for name in ("rank_weight", "rank_margin", "region_rank_weight", "region_rank_margin", "flip_weight"):
         if not getattr(cfg, name) >= 0:
             raise ValueError(f"{name} must be >= 0, got {getattr(cfg, name)}")
-    if cfg.rank_pairs < 1:
-        raise ValueError(f"rank_pairs must be >= 1, got {cfg.rank_pairs}")
+    for name in ("rank_pairs", "flip_pairs"):
+        if getattr(cfg, name) < 1:
+            raise ValueError(f"{name} must be >= 1, got {getattr(cfg, name)}")
     for name in ("max_zoom", "rank_zoom"):
         if not 1.0 <= getattr(cfg, name) <= 4.0:
             raise ValueError(f"{name} must be in [1, 4], got {getattr(cfg, name)}")
+    if not 0.0 <= cfg.ema_decay < 1.0:
+        raise ValueError(f"ema_decay must be in [0, 1), got {cfg.ema_decay}")
     if not 0.0 <= cfg.rank_soften <= 1.0:
         raise ValueError(f"rank_soften must be in [0, 1], got {cfg.rank_soften}")
     if cfg.rank_weight > 0:
@@ -149,6 +159,18 @@ def discriminator_batch(hq: torch.Tensor, fake: torch.Tensor, masks: torch.Tenso
         labels += [1 - m, m]
         regions += [masks[sel], masks[sel]]
     return torch.cat(imgs), torch.cat(labels), torch.cat(regions)
+
+
+def flip_consistency(logits: torch.Tensor, mirrored_logits: torch.Tensor) -> torch.Tensor:
+    """Mean squared difference between the quality maps of faces and the re-mirrored maps of their mirror images.
+
+    Args:
+        logits: (B, 1, h, w) logits for the faces; mirrored_logits: (B, 1, h, w) logits for the same faces flipped
+            left-right.
+    Returns:
+        scalar: 0 when the maps are exactly mirror-equivariant; both branches get gradients.
+    """
+    return (torch.sigmoid(logits) - torch.sigmoid(mirrored_logits).flip(-1)).pow(2).mean()
 
 
 @torch.no_grad()
@@ -208,6 +230,8 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
         d_model = nn.parallel.DistributedDataParallel(d_model, device_ids=ids)
         g_model = nn.parallel.DistributedDataParallel(g_model, device_ids=ids)
     opt_d = torch.optim.Adam(d_net.parameters(), lr=cfg.lr_d, betas=(0.5, 0.999))
+    # the average starts from the current weights at its first update (also when resuming a run without one)
+    ema = AveragedModel(d_net, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay)) if cfg.ema_decay > 0 else None
     opt_g = torch.optim.Adam(g_net.parameters(), lr=cfg.lr_g, betas=(0.5, 0.999))
     gen = torch.Generator().manual_seed(cfg.seed * 1000 + rank)
     degrader = Degrader(DegradationConfig(**cfg.degradation), seed=cfg.seed * 1000 + rank + 1)
@@ -224,6 +248,8 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
         gen.set_state(ck["gen"][rank] if rank < len(ck["gen"]) else ck["gen"][0])
         degrader.gen.set_state(ck["deg"][rank] if rank < len(ck["deg"]) else ck["deg"][0])
         history = json.loads(bytes(ck["history"].tolist()).decode()) if "history" in ck else []
+        if ema is not None and "ema" in ck:
+            ema.load_state_dict(ck["ema"])
 
     bar = None
     if progress and rank == 0:
@@ -261,7 +287,13 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
             extra += [milder, harsher]
         if cfg.region_rank_weight > 0:
             extra += list(region_pairs(hq[:k], lq[:k], masks[:k], gen))
+        n_flip = min(cfg.flip_pairs, cfg.batch_size) if cfg.flip_weight > 0 else 0
+        if n_flip:  # imgs starts with hq, so logits[:n_flip] are the unmirrored maps
+            extra.append(hq[:n_flip].flip(-1))
         logits = d_model(torch.cat([imgs, *extra]) * 2 - 1 if extra else imgs * 2 - 1)
+        if n_flip:
+            logits, mirrored = logits[:-n_flip], logits[-n_flip:]
+            extra.pop()
         weight = 1.0 + cfg.primary_weight * regions
         loss_d = F.binary_cross_entropy_with_logits(logits[:n_bce], labels, weight=weight)
         pair_scores = list(torch.sigmoid(logits[n_bce:]).mean(dim=(1, 2, 3)).split(k)) if extra else []
@@ -271,11 +303,16 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
         if cfg.region_rank_weight > 0:
             in_primary, elsewhere = pair_scores.pop(0), pair_scores.pop(0)
             rank_losses["loss_region_rank"] = ranking_hinge(elsewhere, in_primary, cfg.region_rank_margin)
+        if n_flip:
+            rank_losses["loss_flip"] = flip_consistency(logits[:n_flip], mirrored)
         total_d = loss_d + cfg.rank_weight * rank_losses.get("loss_rank", 0.0) \
-            + cfg.region_rank_weight * rank_losses.get("loss_region_rank", 0.0)
+            + cfg.region_rank_weight * rank_losses.get("loss_region_rank", 0.0) \
+            + cfg.flip_weight * rank_losses.get("loss_flip", 0.0)
         opt_d.zero_grad(set_to_none=True)
         total_d.backward()
         opt_d.step()
+        if ema is not None:
+            ema.update_parameters(d_net)
 
         losses = {"loss_d": loss_d.item(), **{name: v.item() for name, v in rank_losses.items()}}
         if use_generator:
@@ -298,7 +335,8 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
             bar.set_postfix({k[5:]: f"{v:.3f}" for k, v in losses.items()})
         record = None
         if val_set is not None and (step % cfg.val_every == 0 or step == cfg.steps):
-            record = {"step": step, **validate(d_model, val_set, device, cfg.val_images), **losses}
+            judged = d_model if ema is None else _Logits(ema.module)
+            record = {"step": step, **validate(judged, val_set, device, cfg.val_images), **losses}
             history.append(record)
             if rank == 0:  # one JSON line per validation on stderr; stdout keeps only the CLI's final summary
                 line = json.dumps(record)
@@ -308,7 +346,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
                     print(line, file=sys.stderr, flush=True)
         if rank == 0 and (step % cfg.ckpt_every == 0 or step == cfg.steps):
             _save_checkpoint(ckpt_path, d_net, g_net, opt_d, opt_g, step, time.perf_counter() - t0, gen, degrader,
-                             history, world)
+                             history, world, ema)
         elif world > 1 and (step % cfg.ckpt_every == 0 or step == cfg.steps):
             _gather_rng(gen, degrader, world)
     if bar is not None:
@@ -316,7 +354,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
     wall = time.perf_counter() - t0
     card = {}
     if rank == 0:
-        card = _export(cfg, d_net, g_net if use_generator else None, arch_cfg, train_set, val_set, step, wall, history)
+        card = _export(cfg, d_net if ema is None else ema.module, g_net if use_generator else None, arch_cfg, train_set, val_set, step, wall, history)
     if world > 1:
         dist.barrier()
     return card
@@ -334,11 +372,14 @@ def _gather_rng(gen: torch.Generator, degrader: Degrader, world: int) -> list[li
     return out
 
 
-def _save_checkpoint(path: Path, d_net, g_net, opt_d, opt_g, step, elapsed, gen, degrader, history, world) -> None:
+def _save_checkpoint(path: Path, d_net, g_net, opt_d, opt_g, step, elapsed, gen, degrader, history, world,
+                     ema=None) -> None:
     gens, degs = _gather_rng(gen, degrader, world)
     ck = {"d": d_net.state_dict(), "g": g_net.state_dict(), "opt_d": opt_d.state_dict(), "opt_g": opt_g.state_dict(),
           "step": step, "elapsed": elapsed, "gen": gens, "deg": degs,
           "history": torch.tensor(list(json.dumps(history).encode()), dtype=torch.uint8)}
+    if ema is not None:
+        ck["ema"] = ema.state_dict()
     tmp = path.with_name(path.name + ".tmp")
     torch.save(ck, tmp)
     os.replace(tmp, path)
