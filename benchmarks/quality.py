@@ -9,6 +9,8 @@ eyes/nose/mouth?  Prints tables and writes JSON; baselines are computed in the s
       when the same area elsewhere on the face is degraded the same way.
   (4) over-sharpening (a diagnostic, no target): share of faces whose blurred-then-unsharp-masked version
       scores at or above the clean face. A loss that rewards sharpening halos teaches a generator to add them.
+  (5) mirror consistency (a diagnostic, no target): how much the score of a face changes when it is mirrored
+      left-right, in units of the spread of the clean faces' scores, and the correlation of the two scores.
 
 Usage: python benchmarks/quality.py [--weights ifqa-lite] [--subset N] [--out FILE]
 """
@@ -258,6 +260,16 @@ def main() -> None:
                 f"{SHARPEN['radius']}); 0 = never fooled", ["metric", *settings],
                 [[m] + [sharpen[m][k] for k in settings] for m in scorers])
 
+    # (5) mirror consistency
+    mirror = {}
+    for m, f in scorers.items():
+        a, b = clean[m].numpy(), f(hq.flip(-1)).numpy()
+        mirror[m] = {"mean_abs_change_over_std": float(np.abs(a - b).mean() / a.std()),
+                     "pearson": float(np.corrcoef(a, b)[0, 1])}
+    print_table("(5) mirror consistency on hq_eval: mean |score - score of the mirrored face| / std of scores (0 = "
+                "invariant), and their correlation", ["metric", "mean change / std", "correlation"],
+                [[m, v["mean_abs_change_over_std"], v["pearson"]] for m, v in mirror.items()])
+
     summary = {
         "severity_worst_type": {m: max(v["mean_spearman"] for v in severity[m].values()) for m in scorers},
         "auc": {m: auc[m]["auc"] for m in scorers},
@@ -272,7 +284,7 @@ def main() -> None:
         "model": {"backbone": model.backbone, "weights": model.weights_source}, "images": len(names),
         "lq_images": len(lq_names),
         "levels": LEVELS, "severity": severity, "real_lq": auc, "regions": region, "region_area": area,
-        "sharpen_levels": SHARPEN, "over_sharpening": sharpen,
+        "sharpen_levels": SHARPEN, "over_sharpening": sharpen, "mirror": mirror,
         "summary": summary, "machine": machine(), "seconds": round(time.perf_counter() - t0, 1),
     })
 

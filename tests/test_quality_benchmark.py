@@ -38,3 +38,9 @@ def test_quality_benchmark_subset(tmp_path):
     assert len(sharp["ifqa"]) == len(res["sharpen_levels"]["blur"]) * len(res["sharpen_levels"]["amount"])
     assert all(0 <= v <= 1 for m in sharp.values() for v in m.values())
     assert res["summary"]["sharpened_at_or_above_clean_worst"]["laplacian_var"] > 0.5
+    # (5) mirror consistency: the classic filters are symmetric, so mirroring leaves their scores unchanged
+    mirror = res["mirror"]
+    assert set(mirror) == set(res["real_lq"])
+    for baseline in ("laplacian_var", "tenengrad"):
+        assert mirror[baseline]["mean_abs_change_over_std"] < 1e-3 and mirror[baseline]["pearson"] > 0.999
+    assert 0 <= mirror["ifqa"]["mean_abs_change_over_std"] < 1.5 and mirror["ifqa"]["pearson"] > 0
