@@ -44,3 +44,16 @@ def test_quality_benchmark_subset(tmp_path):
     for baseline in ("laplacian_var", "tenengrad"):
         assert mirror[baseline]["mean_abs_change_over_std"] < 1e-3 and mirror[baseline]["pearson"] > 0.999
     assert 0 <= mirror["ifqa"]["mean_abs_change_over_std"] < 1.5 and mirror["ifqa"]["pearson"] > 0
+
+
+@pytest.mark.skipif(not (SHARED / "data" / "faces256" / "val.txt").is_file(),
+                    reason="../shared/data/faces256 is absent (training data)")
+def test_heldout_severity_subset(tmp_path):
+    stdout, res = run_benchmark("heldout_severity.py", tmp_path / "heldout.json", "--n", "6")
+    assert "held-out severity" in stdout and res["images"] == 6
+    (only,) = res["results"].values()
+    assert set(only) == {"blur", "noise", "jpeg", "downup", "mixed", "mirror_pearson"}
+    # loose floors: the bundled model orders every type well on held-out faces (README: worst JPEG -0.94)
+    for kind in ("blur", "noise", "jpeg", "downup", "mixed"):
+        assert only[kind] < -0.8, (kind, only[kind])
+    assert -1 <= only["mirror_pearson"] <= 1
