@@ -354,7 +354,9 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
     wall = time.perf_counter() - t0
     card = {}
     if rank == 0:
-        card = _export(cfg, d_net if ema is None else ema.module, g_net if use_generator else None, arch_cfg, train_set, val_set, step, wall, history)
+        exported = d_net if ema is None else ema.module
+        card = _export(cfg, exported, g_net if use_generator else None, arch_cfg, train_set, val_set, step, wall,
+                       history)
     if world > 1:
         dist.barrier()
     return card
