@@ -17,14 +17,13 @@ import numpy as np
 import torch
 
 from common import RESULTS, SHARED, machine, print_table, require, write_json
-from quality import LEVELS, degrade, load_dir, spearman
-
-from ifqa_loss import IFQA
+from quality import LEVELS, degrade, load_dir, make_scorers, spearman
 
 
-def severity_and_mirror(model: IFQA, faces: torch.Tensor, batch: int = 16) -> dict:
+def severity_and_mirror(scorer, faces: torch.Tensor) -> dict:
+    """``scorer``: (N, 3, H, W) in [0, 1] -> (N,) scores, batched (quality.make_scorers)."""
     def score(x):
-        return torch.cat([model(x[i:i + batch]).score for i in range(0, len(x), batch)]).numpy()
+        return scorer(x).numpy()
 
     res = {}
     for kind, levels in LEVELS.items():
@@ -51,14 +50,14 @@ def main() -> None:
 
     results = {}
     for w in args.weights:
-        model = IFQA(weights=w)
-        results[w or model.weights_source] = severity_and_mirror(model, faces)
+        model, scorers = make_scorers(w, None, "cpu")
+        results[w or model.weights_source] = severity_and_mirror(scorers["ifqa"], faces)
     cols = [*LEVELS, "mirror_pearson"]
     print_table(f"held-out severity Spearman on {len(faces)} val.txt faces (-1 = score falls as severity rises), "
                 "and the correlation of each face's score with its mirror image's", ["weights", *cols],
                 [[w, *(r[c] for c in cols)] for w, r in results.items()])
     write_json(Path(args.out), {"images": len(faces), "levels": LEVELS, "results": results, "machine": machine(),
-                          "seconds": round(time.perf_counter() - t0, 1)})
+                                "seconds": round(time.perf_counter() - t0, 1)})
 
 
 if __name__ == "__main__":
