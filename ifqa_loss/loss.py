@@ -69,6 +69,10 @@ class IFQALoss(nn.Module):
         self._ifqa._apply(fn)
         return self
 
+    def compile(self, **kwargs) -> None:
+        """Compile the quality network in place (see :meth:`IFQA.compile <ifqa_loss.IFQA.compile>`)."""
+        self._ifqa.compile(**kwargs)
+
     def train(self, mode: bool = True) -> "IFQALoss":
         return super().train(False)
 

@@ -129,8 +129,8 @@ class _CachedKernels:
 
     def _derived_kernel(self, conv: nn.Conv2d, kind: str, build) -> torch.Tensor:
         w = conv.weight
-        if w.requires_grad and torch.is_grad_enabled():
-            return build(w)
+        if (w.requires_grad and torch.is_grad_enabled()) or torch.compiler.is_compiling():
+            return build(w)  # traced into the compiled graph: no Python-side cache there
         key = (w.data_ptr(), w._version, w.dtype, w.device)
         cache = self.__dict__.setdefault("_kernel_cache", {})
         hit = cache.get((id(conv), kind))
