@@ -73,7 +73,8 @@ class IFQA(nn.Module):
         fuse around the convolutions) and ``dynamic=False``; ``kwargs`` go to ``torch.compile``, e.g.
         ``mode="max-autotune"``. Compilation happens on the first call and again for each new batch size,
         dtype, memory format, autocast or grad mode. Weights and ``state_dict`` keys are unchanged.
-        ``fullgraph=True`` is tested on ``lite`` (``cnn`` shares its blocks); pass ``fullgraph=False`` to allow graph breaks.
+        ``fullgraph=True`` is tested on ``lite`` (``cnn`` shares its blocks); pass ``fullgraph=False`` to allow
+        graph breaks.
         Measured in ``benchmarks/speed.py`` (README, Speed).
         """
         self.net.compile(**{"fullgraph": True, "dynamic": False, **kwargs})
