@@ -28,7 +28,7 @@ from PIL import Image
 from common import RESULTS, SHARED, machine, print_table, require, write_json
 
 from ifqa_loss import IFQA
-from ifqa_loss.preprocess import load_image
+from ifqa_loss.io import load_image
 from ifqa_loss.regions import boxes_from_landmarks, region_masks
 
 SIZE = 256

@@ -22,7 +22,7 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ifqa_loss import IFQA  # noqa: E402
-from ifqa_loss.preprocess import load_image  # noqa: E402
+from ifqa_loss.io import load_image  # noqa: E402
 from ifqa_loss.viz import colorize  # noqa: E402
 
 # Square crop of the astronaut portrait with the eyes and mouth where FFHQ alignment puts them.

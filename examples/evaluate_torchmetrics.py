@@ -24,8 +24,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ifqa_loss import IFQAMetric  # noqa: E402
-from ifqa_loss.preprocess import ImageDecodeError, load_image  # noqa: E402
-from ifqa_loss.train.data import IMAGE_SUFFIXES  # noqa: E402
+from ifqa_loss.io import IMAGE_SUFFIXES, ImageDecodeError, load_image  # noqa: E402
 
 
 class FaceFolder(Dataset):

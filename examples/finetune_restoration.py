@@ -36,7 +36,7 @@ sys.path.insert(0, str(REPO))
 from ifqa_loss import IFQA, IFQALoss  # noqa: E402
 from ifqa_loss.cpu_memory import reuse_freed_memory  # noqa: E402
 from ifqa_loss.functional import ifqa_loss  # noqa: E402
-from ifqa_loss.preprocess import load_image  # noqa: E402
+from ifqa_loss.io import load_image  # noqa: E402
 from ifqa_loss.regions import region_masks  # noqa: E402
 from ifqa_loss.train.data import FaceSet, read_name_list  # noqa: E402
 from ifqa_loss.train.degradations import DegradationConfig, Degrader  # noqa: E402

@@ -1,6 +1,6 @@
 """Fuzz target: image-file decoding (``load_image``) and the tensor checks (``check_images`` & co.).
 
-Contract under test: whatever the bytes, ``ifqa_loss.preprocess.load_image`` either returns a (3, H, W) uint8
+Contract under test: whatever the bytes, ``ifqa_loss.io.load_image`` either returns a (3, H, W) uint8
 tensor or raises ``ImageDecodeError``; ``check_input_range``, ``check_images``, ``check_values_in_range`` and
 ``to_model_input`` on tensors built from the bytes return normally or raise ``ValueError``/``TypeError``.
 Any other exception (IndexError, struct.error, RuntimeError, a segfault...) is a crash.
@@ -55,7 +55,7 @@ if atheris is not None:
 else:
     from PIL import Image
 
-from ifqa_loss import preprocess  # noqa: E402  (not under instrument_imports: it would instrument torch & co.)
+from ifqa_loss import io as image_io, preprocess  # noqa: E402  (not under instrument_imports: it would instrument torch & co.)
 
 # Known finding (tests/test_cli_hostile.py::test_load_image_refuses_a_pixel_bomb): between PIL's warning and error
 # limits (89.5-179 Mpx) a tiny file is decoded in full, GBs of memory, and libFuzzer stops with out-of-memory.
@@ -63,9 +63,11 @@ from ifqa_loss import preprocess  # noqa: E402  (not under instrument_imports: i
 Image.MAX_IMAGE_PIXELS = int(os.environ.get("IFQA_FUZZ_MAX_PIXELS", "4000000"))
 
 if atheris is not None:
-    for _name in ("load_image", "_to_rgb8", "check_images", "check_input_range", "check_values_in_range",
-                  "to_model_input", "_resize", "image_to_float"):
-        setattr(preprocess, _name, atheris.instrument_func(getattr(preprocess, _name)))
+    for _module, _names in ((image_io, ("load_image", "_to_rgb8", "to_float")),
+                            (preprocess, ("check_images", "check_input_range", "check_values_in_range",
+                                          "to_model_input", "resize_to"))):
+        for _name in _names:
+            setattr(_module, _name, atheris.instrument_func(getattr(_module, _name)))
 
 torch.set_num_threads(1)
 warnings.simplefilter("ignore")  # PIL warns on most corrupt files (and on large ones); those are not findings
@@ -73,7 +75,7 @@ warnings.simplefilter("ignore")  # PIL warns on most corrupt files (and on large
 SUFFIXES = [".png", ".jpg", ".gif", ".bmp", ".tif", ".webp", ".ico", ".ppm", ".jpeg", ".tiff", ".txt", ""]
 DTYPES = [torch.float16, torch.float32, torch.float64, torch.bfloat16, torch.uint8, torch.int8, torch.int64,
           torch.bool, torch.complex64]
-ALLOWED = (ValueError, TypeError)  # preprocess.ImageDecodeError is a ValueError
+ALLOWED = (ValueError, TypeError)  # io.ImageDecodeError is a ValueError
 MAX_ELEMENTS = 200_000
 
 
@@ -125,12 +127,12 @@ def fuzz_decode(data: Bytes) -> None:
     path = _WORK / f"input{suffix}"
     path.write_bytes(data.rest())
     try:
-        img = preprocess.load_image(path, apply_exif=apply_exif)
+        img = image_io.load_image(path, apply_exif=apply_exif)
     except ALLOWED:
         return
     assert isinstance(img, torch.Tensor) and img.dtype == torch.uint8, (type(img), getattr(img, "dtype", None))
     assert img.ndim == 3 and img.shape[0] == 3 and img.shape[1] >= 1 and img.shape[2] >= 1, tuple(img.shape)
-    x = preprocess.image_to_float(img)
+    x = image_io.to_float(img)
     assert float(x.min()) >= 0.0 and float(x.max()) <= 1.0
     try:
         preprocess.check_images(x)

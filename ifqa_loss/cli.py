@@ -18,7 +18,7 @@ from typing import Iterator
 import numpy as np
 
 from .cpu_memory import reuse_freed_memory
-from .train.data import IMAGE_SUFFIXES
+from .io import find_images
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 PROGRESS_MIN_IMAGES = 8
@@ -121,35 +121,14 @@ def main(argv: list[str] | None = None) -> int:
 # ---------------------------------------------------------------- score
 
 
-def find_images(paths: list[str], recursive: bool) -> tuple[list[str], list[tuple[str, str]]]:
-    """Expand folders (sorted, image suffixes only); returns (files, [(path, problem)])."""
-    files, problems = [], []
-    for p in paths:
-        path = Path(p)
-        if path.is_dir():
-            found = []
-            walker = os.walk(path, followlinks=False) if recursive else [(str(path), [], os.listdir(path))]
-            for root, dirs, names in walker:
-                dirs.sort()
-                for n in names:
-                    f = Path(root) / n
-                    # a symlink to a folder is skipped (as os.walk does); dangling or looping links are reported
-                    if f.suffix.lower() in IMAGE_SUFFIXES and (f.is_file() or (f.is_symlink() and not f.is_dir())):
-                        found.append(str(f))
-            files.extend(sorted(found))
-        elif path.exists() or path.is_symlink():
-            files.append(p)
-        else:
-            problems.append((p, "no such file or directory"))
-    return files, problems
-
-
 def _decode(path: str, apply_exif: bool):
-    from .preprocess import ImageDecodeError, load_image
+    from . import io as image_io
 
     try:
-        return load_image(path, apply_exif=apply_exif), None
-    except ImageDecodeError as e:
+        img = image_io.load_image(path, apply_exif=apply_exif)
+        image_io.check_size(img, path)
+        return img, None
+    except ValueError as e:  # ImageDecodeError, or too small to score
         return None, str(e)
     except Exception as e:  # noqa: BLE001 - a decoder bug must not stop the batch
         return None, f"{path}: cannot decode ({type(e).__name__}: {e})"
@@ -177,7 +156,6 @@ def score_command(args) -> int:
     import torch
 
     from .core import IFQA
-    from .preprocess import to_model_input
     from .weights import WeightsError
 
     if args.batch_size < 1:
@@ -225,13 +203,8 @@ def score_command(args) -> int:
         nonlocal failed
         if not batch:
             return
-        x = torch.cat([to_model_input(img.to(args.device)[None].float().div_(255), model.backbone) for _, img in batch])
-        if memory_format is not None:
-            x = x.contiguous(memory_format=memory_format)
-        with torch.inference_mode():
-            qmap = model.net(x).float()
-        scores = qmap.mean(dim=(1, 2, 3)).tolist()
-        for (path, img), s, m in zip(batch, scores, qmap):
+        out = model.score_images([img for _, img in batch], batch_size=len(batch))
+        for (path, img), s, m in zip(batch, out.score.tolist(), out.map):
             results.append({"path": path, "score": s})
             if maps_dir is not None:
                 try:

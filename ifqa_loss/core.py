@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import os
-from typing import NamedTuple, Sequence
+from typing import TYPE_CHECKING, NamedTuple, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -10,6 +10,9 @@ from torch import nn
 
 from .preprocess import check_images, check_input_range, to_model_input
 from .weights import load_model
+
+if TYPE_CHECKING:
+    from .io import ImageLike
 
 
 class IFQAOutput(NamedTuple):
@@ -101,6 +104,44 @@ class IFQA(nn.Module):
         if self.upsample_map and qmap.shape[-2:] != x.shape[-2:]:
             qmap = F.interpolate(qmap, size=x.shape[-2:], mode="bilinear", align_corners=False)
         return IFQAOutput(score, qmap)
+
+    @torch.inference_mode()
+    def score_images(self, images: Sequence["ImageLike"], batch_size: int = 8, apply_exif: bool = False) -> IFQAOutput:
+        """Score a list of images of any sizes, ``batch_size`` at a time, through :meth:`forward`.
+
+        This is the path ``ifqa score`` takes. Each image is resized on its own to the native size with the
+        official resize (:func:`ifqa_loss.io.to_batch`), so the scores do not depend on the batching.
+        No gradients are kept; use :meth:`forward` to train through the model.
+
+        Args:
+            images: file paths, (3, H, W) uint8 tensors (0-255) or float tensors already in ``input_range``.
+            batch_size: images per forward pass.
+            apply_exif: rotate files by their EXIF orientation (the official script does not).
+        Returns:
+            ``score`` (N,) and ``map`` (N, 1, S, S) at the native size S, on the model's device.
+
+        Example:
+            >>> import torch
+            >>> from ifqa_loss import IFQA
+            >>> images = [torch.randint(0, 256, (3, 300, 200), dtype=torch.uint8), torch.rand(3, 64, 64)]
+            >>> out = IFQA().score_images(images)
+            >>> out.score.shape, out.map.shape
+            (torch.Size([2]), torch.Size([2, 1, 256, 256]))
+        """
+        from .io import to_batch
+
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        device = next(self.net.parameters()).device
+        scores, maps = [], []
+        for start in range(0, len(images), batch_size):
+            x = to_batch(images[start:start + batch_size], self.backbone, self.input_range, device, apply_exif)
+            out = self(x)
+            scores.append(out.score)
+            maps.append(out.map)
+        if not scores:
+            raise ValueError("no images given")
+        return IFQAOutput(torch.cat(scores), torch.cat(maps))
 
     def extra_repr(self) -> str:
         return f"backbone={self.backbone!r}, weights={self.weights_source!r}, input_range={self.input_range}"

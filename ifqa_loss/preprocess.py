@@ -1,14 +1,19 @@
-"""Input checks, the official preprocessing as tensor ops, and image-file decoding.
+"""Input checks and the official preprocessing, as tensor ops.
 
-Tensor functions are pure, batched, differentiable, and run on the input's device.
+Functions are pure, batched, differentiable, and run on the input's device. Decoding files is in
+:mod:`ifqa_loss.io`.
+
+Resize policy: inputs of any size go to the native size with the official script's non-antialiased
+resize (bilinear to 256 for ``cnn``/``lite``, bicubic to 224 for ``vit``; half-pixel centres), so the
+official weights reproduce the official scores on any input. Up to 2x the native size this is a proper
+filter (exactly 2x: a 2x2 box average); beyond that it skips pixels and aliases, so for inputs much larger
+than 512 px downscale with antialiasing first if the official scores do not matter to you.
 """
 from __future__ import annotations
 
 import math
-import os
 from typing import Sequence
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -88,79 +93,37 @@ def to_model_input(x: torch.Tensor, backbone: str, input_range: tuple[float, flo
     """
     lo, hi = input_range
     scale, shift = 2.0 / (hi - lo), -2.0 * lo / (hi - lo) - 1.0
-    if backbone == "vit":
+    if backbone == "vit":  # the official order: normalise, then resize
         x = x * scale + shift if (scale, shift) != (1.0, 0.0) else x
-        return _resize(x, 224, "bicubic")
-    if backbone not in ("cnn", "lite"):
-        raise ValueError(f"unknown backbone {backbone!r}")
-    x = _resize(x, 256, "bilinear")  # linear, so resizing before normalising is exact and cheaper for big inputs
+        return resize_to_native(x, backbone)
+    x = resize_to_native(x, backbone)  # linear, so resizing first is exact and cheaper for big inputs
     return x * scale + shift if (scale, shift) != (1.0, 0.0) else x
 
 
-def _resize(x: torch.Tensor, size: int, mode: str) -> torch.Tensor:
+#: Native input side and resize mode of each backbone.
+NATIVE = {"cnn": (256, "bilinear"), "lite": (256, "bilinear"), "vit": (224, "bicubic")}
+
+
+def resize_to(x: torch.Tensor, size: int, mode: str = "bilinear") -> torch.Tensor:
+    """The library's resize policy: ``size`` x ``size``, half-pixel centres, no antialiasing (the official one).
+
+    Args:
+        x: (N, C, H, W) float. mode: "bilinear" or "bicubic" (a = -0.75).
+    Returns:
+        (N, C, size, size); ``x`` itself when it already has that size.
+    """
     if x.shape[-2:] == (size, size):
         return x
     return F.interpolate(x, size=(size, size), mode=mode, align_corners=False, antialias=False)
 
 
-# ---------------------------------------------------------------- file decoding
+def resize_to_native(x: torch.Tensor, backbone: str) -> torch.Tensor:
+    """(N, 3, H, W) -> (N, 3, S, S) at the backbone's native size, values unchanged in range.
 
-
-class ImageDecodeError(ValueError):
-    """A file that could not be decoded as an image; the message names the file and the reason."""
-
-
-def load_image(path: str | os.PathLike, apply_exif: bool = False) -> torch.Tensor:
-    """Decode an image file as the official script does: 8-bit RGB, (3, H, W) uint8.
-
-    Grayscale is replicated, alpha is dropped without compositing, 16-bit values are scaled
-    to 8 bits. EXIF orientation is ignored by default, like the official script (so scores
-    match it); pass ``apply_exif=True`` to rotate camera photos upright first.
+    Resizing is linear, so resizing before or after :func:`to_model_input`'s normalisation gives the same
+    result up to float rounding.
     """
-    import warnings
-
-    from PIL import Image, ImageOps, UnidentifiedImageError
-
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)  # > ~89 Mpx: refuse, don't decode
-            img = Image.open(path)
-        with img:
-            img.load()
-            if apply_exif:
-                img = ImageOps.exif_transpose(img)
-            arr = _to_rgb8(img)
-    except FileNotFoundError:
-        raise ImageDecodeError(f"{os.fspath(path)}: no such file") from None
-    except IsADirectoryError:
-        raise ImageDecodeError(f"{os.fspath(path)}: is a directory") from None
-    except PermissionError:
-        raise ImageDecodeError(f"{os.fspath(path)}: permission denied") from None
-    except UnidentifiedImageError:
-        raise ImageDecodeError(f"{os.fspath(path)}: not a recognised image format") from None
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-        raise ImageDecodeError(f"{os.fspath(path)}: refused, too many pixels ({e})") from None
-    except (OSError, SyntaxError, ValueError, EOFError, MemoryError) as e:
-        raise ImageDecodeError(f"{os.fspath(path)}: corrupt or truncated image ({e})") from None
-    if arr.shape[0] < 1 or arr.shape[1] < 1:
-        raise ImageDecodeError(f"{os.fspath(path)}: empty image")
-    return torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1)))
-
-
-def _to_rgb8(img) -> np.ndarray:
-    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
-        a = np.asarray(img, dtype=np.float64)
-        peak = 65535.0 if img.mode.startswith("I;16") or a.max() > 255 else 255.0
-        a = np.clip(np.round(a * (255.0 / peak)), 0, 255).astype(np.uint8)
-        return np.repeat(a[..., None], 3, axis=2)
-    if img.mode == "F":
-        a = np.clip(np.round(np.asarray(img, dtype=np.float64) * 255.0), 0, 255).astype(np.uint8)
-        return np.repeat(a[..., None], 3, axis=2)
-    if img.mode != "RGB":
-        img = img.convert("RGB")  # L/LA/P/RGBA/CMYK...: alpha dropped, not composited
-    return np.asarray(img, dtype=np.uint8)
-
-
-def image_to_float(img: torch.Tensor) -> torch.Tensor:
-    """(3, H, W) uint8 -> (1, 3, H, W) float32 in [0, 1]."""
-    return img.unsqueeze(0).float().div_(255.0)
+    if backbone not in NATIVE:
+        raise ValueError(f"unknown backbone {backbone!r}; expected one of {sorted(NATIVE)}")
+    size, mode = NATIVE[backbone]
+    return resize_to(x, size, mode)

@@ -13,7 +13,7 @@ import torch
 
 from conftest import REPO, write_png
 from ifqa_loss.cli import main
-from ifqa_loss.preprocess import image_to_float, load_image
+from ifqa_loss.io import load_image, to_float
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +32,7 @@ def api_scores(lite_model, image_dir):
     out = {}
     with torch.no_grad():
         for p in sorted(image_dir.glob("*_face.*")):
-            out[str(p)] = lite_model(image_to_float(load_image(p))).score.item()
+            out[str(p)] = lite_model(to_float(load_image(p))).score.item()
     return out
 
 

@@ -155,7 +155,7 @@ def test_permission_denied_is_reported(lite_weights, tmp_path, capsys, monkeypat
 
 def test_decoder_crash_is_a_per_file_failure(lite_weights, tmp_path, capsys, monkeypatch):
     """An unexpected exception inside the decoder fails that file only; no traceback."""
-    import ifqa_loss.preprocess as P
+    import ifqa_loss.io as P
 
     good = write_png(tmp_path / "good.png", seed=1)
     boom = write_png(tmp_path / "boom.png", seed=2)
@@ -188,7 +188,7 @@ def test_pixel_bomb_is_refused_without_decoding(lite_weights, tmp_path):
 
 _LOAD_BOMB = r"""
 import resource, sys
-from ifqa_loss.preprocess import ImageDecodeError, load_image
+from ifqa_loss.io import ImageDecodeError, load_image
 try:
     t = load_image(sys.argv[1])
     print("decoded", tuple(t.shape), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024, "MiB")

@@ -13,7 +13,7 @@ import torch
 import ifqa_loss
 import ifqa_loss.cli
 import ifqa_loss.core
-from ifqa_loss.preprocess import load_image
+from ifqa_loss.io import load_image
 
 IMG_256 = "00021_Blurred.png"
 IMG_512 = "synth_512.png"

@@ -6,10 +6,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..preprocess import ImageDecodeError, load_image
+from ..io import ImageDecodeError, list_images, load_image, to_float, to_uint8
+from ..preprocess import resize_to
 from ..regions import boxes_from_landmarks, template_boxes
-
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 
 
 class FaceSet:
@@ -27,7 +26,7 @@ class FaceSet:
         root = Path(root)
         if not root.is_dir():
             raise FileNotFoundError(f"training data folder {root} does not exist")
-        names = sorted(p.name for p in root.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        names = [p.name for p in list_images(root)]
         if include is not None:
             names = [n for n in names if n in include]
         if exclude:
@@ -46,9 +45,8 @@ class FaceSet:
             except ImageDecodeError:
                 continue
             h, w = img.shape[-2:]
-            if (h, w) != (size, size):
-                img = torch.nn.functional.interpolate(img[None].float(), size=(size, size), mode="bilinear",
-                                                      antialias=True, align_corners=False)[0].round().clamp(0, 255).byte()
+            if (h, w) != (size, size):  # the library's resize policy, so training sees what scoring sees
+                img = to_uint8(resize_to(to_float(img), size))[0]
             images.append(img)
             if name in lm_table:
                 boxes.append(boxes_from_landmarks(torch.from_numpy(lm_table[name].astype(np.float32))[None], w)[0])
@@ -67,7 +65,7 @@ class FaceSet:
 
     def batch(self, idx: torch.Tensor, device: torch.device, flip: torch.Tensor | None = None):
         """Images (B, 3, S, S) float in [0, 1] and boxes (B, 4, 4); ``flip`` (B,) mirrors horizontally."""
-        x = self.images[idx].to(device).float().div_(255.0)
+        x = to_float(self.images[idx].to(device))
         b = self.boxes[idx].clone()
         if flip is not None and flip.any():
             x[flip.to(device)] = x[flip.to(device)].flip(-1)
