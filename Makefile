@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test demo bench quality clean
+.PHONY: install test test-fast lint demo bench quality clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -17,8 +17,16 @@ $(STAMP): $(BIN)/python pyproject.toml
 
 install: $(STAMP)
 
+# the test suite and the docstring examples of the package (pyproject: --doctest-modules)
 test: $(STAMP)
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q tests ifqa_loss
+
+# the same without the tests marked slow: a few minutes
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not slow" tests ifqa_loss
+
+lint: $(STAMP)
+	$(BIN)/ruff check ifqa_loss tests benchmarks examples fuzz
 
 demo: $(STAMP)
 	$(BIN)/python examples/demo.py --out demo_out

@@ -93,6 +93,18 @@ def lite_model(lite_weights):
     return IFQA(weights=lite_weights)
 
 
+@pytest.fixture(scope="session")
+def probe():
+    """Two small test images, and the shared ``lite_model``'s scores of them (what every weights format must give)."""
+    return face_like_batch(2, size=48, seed=11)
+
+
+@pytest.fixture(scope="session")
+def reference_score(lite_model, probe):
+    with torch.no_grad():
+        return lite_model(probe).score
+
+
 def face_like_batch(n: int, size: int = 64, seed: int = 0) -> torch.Tensor:
     """``n`` varied test images in [0, 1] (flat, gradients, checkers, noise) so scores differ between images."""
     g = torch.Generator().manual_seed(seed)
