@@ -30,7 +30,6 @@ DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 PROGRAMS = ("ifqa", "python", "make", "pip", "torchrun")
 # Files that the docs describe and that are being added in this round of work; remove entries once they exist.
 PENDING = {"ifqa_loss/train/config.py", "docs/speed.md"}
-PENDING_TARGETS = {"test-fast", "lint"}  # make targets being added
 
 # Commands run somewhere else, keyed by how the command line starts: (where it runs, why not here).
 # "make:<target>" is a Makefile target; "tests/<file>::<function>" a test that runs the command (or the script
@@ -211,7 +210,8 @@ def test_injected_names_are_only_the_readers_own(docs_dir):
         used = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
         assigned = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
         for name in (used - assigned) & INJECTED:
-            assert re.search(rf"#.*\b{name}\b.*\byours\b", code), f"{_rel(doc)}:{line}: say that `{name}` is the reader's"
+            assert re.search(rf"#.*\b{name}\b.*\byours\b", code), \
+                f"{_rel(doc)}:{line}: say that `{name}` is the reader's"
 
 
 # ---------------------------------------------------------------- shell commands
@@ -256,7 +256,7 @@ def test_elsewhere_names_real_tests_and_make_targets():
     targets = set(re.findall(r"(?m)^([A-Za-z][\w-]*)\s*:(?!=)", makefile))
     for where, _ in ELSEWHERE.values():
         if where.startswith("make:"):
-            assert where[5:] in targets or where[5:] in PENDING_TARGETS, f"Makefile has no target {where[5:]!r}"
+            assert where[5:] in targets, f"Makefile has no target {where[5:]!r}"
         else:
             file, func = where.split("::")
             tree = ast.parse((REPO / file).read_text())
@@ -374,3 +374,23 @@ def test_links_resolve(doc):
             if name not in {n.name for n in ast.walk(tree) if isinstance(n, ast.FunctionDef)}:
                 broken.append(f"{ref} (no such test)")
     assert not broken, f"{_rel(doc)}: broken links: {broken}"
+
+
+# ---------------------------------------------------------------- the README's quality table
+
+
+def test_quality_table_matches_the_benchmark_results():
+    """The README's one table of how good the bundled model is shows benchmarks/results/quality.json."""
+    results = json.loads((REPO / "benchmarks" / "results" / "quality.json").read_text())
+    text = (REPO / "README.md").read_text()
+    table = text[text.index("<!-- the bundled model's quality table"):].split("\n\n")[0]
+    rows = {r.split("|")[1].strip(" *"): [c.strip(" *") for c in r.split("|")[2:-1]]
+            for r in table.splitlines() if r.startswith("| ") and "---" not in r}
+    methods = {"ifqa-lite": "ifqa", "variance of Laplacian": "laplacian_var", "Tenengrad": "tenengrad"}
+    assert set(rows) >= set(methods)
+    for row, key in methods.items():
+        kinds = ("blur", "noise", "jpeg", "downup", "mixed")
+        severity = [results["severity"][key][kind]["mean_spearman"] for kind in kinds]
+        expected = [f"{v:+.3f}" if v > 0 else f"{v:.3f}" for v in severity]
+        expected += [f"{results['summary']['auc'][key]:.3f}", f"{results['summary']['region_ratio_mixed'][key]:.3g}"]
+        assert rows[row] == expected, f"README quality table, row {row!r}"
