@@ -39,6 +39,8 @@ ELSEWHERE = {
     "make test": ("make:test", "the whole suite"),
     "make test-fast": ("make:test-fast", "the suite without the slow tests"),
     "make lint": ("make:lint", "the linter"),
+    "make bench": ("make:bench", "minutes of timing"),
+    "make quality": ("make:quality", "../shared/data"),
     "pip install": ("make:install", "needs the network; the Makefile's install step pip-installs the package"),
     "python -m pytest": ("make:test", "these test files are part of the suite"),
     "python fuzz/fuzz_decode.py": ("tests/test_fuzz.py::test_fuzz_decode_plain_loop", "runs for an hour"),
