@@ -78,7 +78,7 @@ class IFQA(nn.Module):
         dtype, memory format, autocast or grad mode. Weights and ``state_dict`` keys are unchanged.
         ``fullgraph=True`` is tested on ``lite`` (``cnn`` shares its blocks); pass ``fullgraph=False`` to allow
         graph breaks.
-        Measured in ``benchmarks/speed.py`` (README, Speed).
+        Measured in ``benchmarks/speed.py`` (``docs/speed.md``).
         """
         self.net.compile(**{"fullgraph": True, "dynamic": False, **kwargs})
 

@@ -8,7 +8,7 @@ from .vit import MAEViTDiscriminator
 
 BACKBONES = ("lite", "cnn", "vit")
 
-#: ``lite``: the official U-Net topology at 1/8 width with 2 bottleneck blocks (see README).
+#: ``lite``: the official U-Net topology at 1/8 width with 2 bottleneck blocks (see ``docs/bundled-model.md``).
 LITE_WIDTHS = (8, 16, 32, 64, 128)
 LITE_BOTTLENECK = 2
 
