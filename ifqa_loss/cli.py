@@ -46,55 +46,11 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--save-maps", metavar="DIR", help="write <stem>.npy (float32 map) and <stem>.png (heatmap)")
     s.add_argument("--no-progress", action="store_true")
 
-    t = sub.add_parser("train", help="train an IFQA discriminator with the paper's recipe")
-    t.add_argument("--data", required=True, help="folder of aligned HQ faces")
-    t.add_argument("--landmarks", help=".npz with names and 68-point landmarks")
-    t.add_argument("--val-list", help="file names held out for validation")
-    t.add_argument("--train-list", help="train only on these file names (one per line); the val list stays out")
-    t.add_argument("--arch", choices=["lite", "cnn"], default="lite")
-    t.add_argument("--out", required=True, help="output folder (checkpoint, weights, model card)")
-    t.add_argument("--steps", type=int, default=2000)
-    t.add_argument("--batch-size", type=int, default=8)
-    t.add_argument("--lr-d", type=float, default=2e-4)
-    t.add_argument("--lr-g", type=float, default=2e-4)
-    t.add_argument("--adv-weight", type=float, default=0.02)
-    t.add_argument("--primary-weight", type=float, default=2.0)
-    t.add_argument("--fprs-prob", type=float, default=0.5)
-    t.add_argument("--cutmix-prob", type=float, default=0.25)
-    t.add_argument("--no-augment", action="store_true", help="no colour/zoom augmentation of real faces")
-    t.add_argument("--max-zoom", type=float, default=1.2, help="augmentation zooms real faces in by 1..Z")
-    t.add_argument("--raw-fake-frac", type=float, default=0.5,
-                   help="share of fakes that are raw degraded faces; 1 = discriminator only, no generator")
-    t.add_argument("--init", metavar="WEIGHTS", help="start the discriminator from these weights (path or registered name)")
-    t.add_argument("--degradation", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a degradation setting, e.g. p_jpeg=0.7 or jpeg_quality=30,95 (repeatable)")
-    t.add_argument("--rank-weight", type=float, default=0.0,
-                   help="weight of the severity-ranking hinge (harsher twin scores lower; 0 = off)")
-    t.add_argument("--rank-margin", type=float, default=0.15, help="score margin per unit of severity gap")
-    t.add_argument("--rank-kinds", default="jpeg,jpeg,jpeg,blur,noise,downup",
-                   help="comma-separated kinds for severity pairs: jpeg, blur, noise, downup, sharpen "
-                        "(repeat one to draw it more often)")
-    t.add_argument("--region-rank-weight", type=float, default=0.0,
-                   help="weight of the hinge that makes primary-region damage cost more than damage elsewhere")
-    t.add_argument("--region-rank-margin", type=float, default=0.03)
-    t.add_argument("--rank-pairs", type=int, default=8, help="faces per batch that also form ranking pairs")
-    t.add_argument("--rank-zoom", type=float, default=1.0,
-                   help="zoom ranking faces in by a further 1..Z (tighter framings; 1 = off)")
-    t.add_argument("--rank-soften", type=float, default=0.0,
-                   help="share of ranking faces blurred slightly (sigma 0.4-1.2) before both twins are degraded")
-    t.add_argument("--flip-weight", type=float, default=0.0,
-                   help="weight of the mirror-consistency term: a face's map and its mirror image's map must agree")
-    t.add_argument("--flip-pairs", type=int, default=4, help="real faces per batch also scored mirrored")
-    t.add_argument("--ema-decay", type=float, default=0.0,
-                   help="export an exponential moving average of the discriminator's weights (e.g. 0.99; 0 = off)")
-    t.add_argument("--val-every", type=int, default=250)
-    t.add_argument("--val-images", type=int, default=64)
-    t.add_argument("--ckpt-every", type=int, default=100)
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--device", default="cpu")
-    t.add_argument("--limit", type=int, help="use only the first N training images (smoke runs)")
-    t.add_argument("--no-resume", action="store_true", help="ignore an existing checkpoint")
-    t.add_argument("--export-official", action="store_true", help="also write IFQA_Metric.pth ({'D': ...}, cnn only)")
+    from .train.config import add_train_arguments
+
+    t = sub.add_parser("train", help="train an IFQA discriminator with the paper's recipe",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_train_arguments(t)  # one flag per TrainConfig field (ifqa_loss/train/config.py)
     t.add_argument("--no-progress", action="store_true",
                    help="no progress bar (validation records still go to stderr as JSON lines)")
     return p
@@ -311,56 +267,26 @@ def _write_results(results: list[dict], args) -> None:
 
 def _degradation_overrides(items: list[str]) -> dict:
     """``["p_jpeg=0.7", "jpeg_quality=30,95"]`` -> typed DegradationConfig overrides."""
-    from dataclasses import fields
+    from .train.config import ConfigError, parse_degradation
 
-    from .train.degradations import DegradationConfig
-
-    known = {f.name: f for f in fields(DegradationConfig)}
-    defaults = DegradationConfig()
-    out = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        key = key.strip()
-        if not sep or key not in known:
-            raise UsageError(f"--degradation {item!r}: expected KEY=VALUE with KEY one of {', '.join(known)}")
-        default = getattr(defaults, key)
-        try:
-            if isinstance(default, tuple):
-                parts = [type(default[0])(v) for v in value.split(",")]
-                if len(parts) != 2 or parts[0] > parts[1]:
-                    raise ValueError
-                out[key] = tuple(parts)
-            elif isinstance(default, str):
-                out[key] = value
-            else:
-                out[key] = type(default)(value)
-        except ValueError:
-            raise UsageError(f"--degradation {item!r}: bad value for {key} (default {default!r})") from None
-    return out
+    try:
+        return parse_degradation(items)
+    except ConfigError as e:
+        raise UsageError(str(e)) from None
 
 
 def train_command(args) -> int:
-    from .train.trainer import TrainConfig, train
+    from .train import trainer
+    from .train.config import ConfigError, config_from_args
 
-    if args.steps < 1 or args.batch_size < 1:
-        raise UsageError("--steps and --batch-size must be >= 1")
-    if args.device == "cpu":
-        reuse_freed_memory()
-    cfg = TrainConfig(
-        data=args.data, out=args.out, landmarks=args.landmarks, val_list=args.val_list, train_list=args.train_list,
-        arch=args.arch, degradation=_degradation_overrides(args.degradation),
-        steps=args.steps, batch_size=args.batch_size, lr_d=args.lr_d, lr_g=args.lr_g, adv_weight=args.adv_weight,
-        primary_weight=args.primary_weight, fprs_prob=args.fprs_prob, cutmix_prob=args.cutmix_prob, augment=not args.no_augment, raw_fake_frac=args.raw_fake_frac,
-        val_every=args.val_every, val_images=args.val_images, ckpt_every=args.ckpt_every, seed=args.seed,
-        device=args.device, limit=args.limit, resume=not args.no_resume, export_official=args.export_official,
-        init=args.init, rank_weight=args.rank_weight, rank_margin=args.rank_margin,
-        rank_kinds=[k.strip() for k in args.rank_kinds.split(",") if k.strip()],
-        region_rank_weight=args.region_rank_weight, region_rank_margin=args.region_rank_margin,
-        rank_pairs=args.rank_pairs, rank_zoom=args.rank_zoom, rank_soften=args.rank_soften, max_zoom=args.max_zoom,
-        flip_weight=args.flip_weight, flip_pairs=args.flip_pairs, ema_decay=args.ema_decay,
-    )
     try:
-        card = train(cfg, progress=not args.no_progress)
+        cfg = config_from_args(args)
+    except ConfigError as e:
+        raise UsageError(str(e)) from None
+    if cfg.device == "cpu":
+        reuse_freed_memory()
+    try:
+        card = trainer.train(cfg, progress=not args.no_progress)
     except (FileNotFoundError, ValueError) as e:
         raise UsageError(str(e)) from None
     if card:

@@ -23,6 +23,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import torch
 import torch.distributed as dist
@@ -34,58 +35,17 @@ from ..models import LITE_BOTTLENECK, LITE_WIDTHS, build_model
 from ..regions import region_masks
 from ..weights import load_into, load_model, save_official, save_weights
 from .augment import random_boxes_mask, random_color, random_zoom
+from .config import TrainConfig, check_config
 from .data import FaceSet, read_name_list
-from .ranking import check_kinds, ranking_faces, ranking_hinge, region_pairs, severity_pairs
 from .degradations import DegradationConfig, Degrader
 from .generator import RestorationUNet
+from .ranking import ranking_faces, ranking_hinge, region_pairs, severity_pairs
+
+__all__ = ["LICENCE_NOTE", "TrainConfig", "ExtraTerm", "EXTRA_TERMS", "discriminator_batch", "flip_consistency",
+           "validate", "train"]
 
 LICENCE_NOTE = ("Trained on SCUT-FBP5500 faces (non-commercial research licence): these weights inherit the "
                 "data's NON-COMMERCIAL terms. Research and evaluation use only.")
-
-
-@dataclass
-class TrainConfig:
-    data: str
-    out: str
-    landmarks: str | None = None
-    val_list: str | None = None
-    train_list: str | None = None
-    arch: str = "lite"
-    steps: int = 2000
-    batch_size: int = 8
-    lr_d: float = 2e-4
-    lr_g: float = 2e-4
-    adv_weight: float = 0.02
-    primary_weight: float = 2.0
-    fprs_prob: float = 0.5
-    cutmix_prob: float = 0.25
-    augment: bool = True
-    max_zoom: float = 1.2  # augmentation: real faces zoomed in by 1..max_zoom (covers tighter framings)
-    raw_fake_frac: float = 0.5
-    val_every: int = 250
-    val_images: int = 64
-    ckpt_every: int = 100
-    seed: int = 0
-    device: str = "cpu"
-    limit: int | None = None
-    resume: bool = True
-    export_official: bool = False
-    generator_width: int = 16
-    widths: list[int] | None = None
-    num_bottleneck: int | None = None
-    degradation: dict = field(default_factory=dict)
-    init: str | None = None  # start the discriminator from these weights (path or registered name)
-    rank_weight: float = 0.0  # severity-ranking hinge (see ranking.py); 0 = off, the paper's recipe
-    rank_margin: float = 0.15  # score margin per unit of severity gap
-    rank_kinds: list[str] = field(default_factory=lambda: ["jpeg", "jpeg", "jpeg", "blur", "noise", "downup"])
-    region_rank_weight: float = 0.0  # primary-region-ranking hinge; 0 = off
-    region_rank_margin: float = 0.03
-    rank_pairs: int = 8  # faces of each batch that also form ranking pairs
-    rank_zoom: float = 1.0  # ranking faces zoomed in by a further 1..rank_zoom (1 = no extra zoom)
-    rank_soften: float = 0.0  # share of ranking faces blurred (sigma 0.4-1.2) before both twins are degraded
-    flip_weight: float = 0.0  # mirror consistency: map(flip(x)) should equal flip(map(x)) on real faces; 0 = off
-    flip_pairs: int = 4  # real faces of each batch also scored mirrored when flip_weight > 0
-    ema_decay: float = 0.0  # export (and validate) an exponential moving average of the weights; 0 = off
 
 
 def _dist_info() -> tuple[int, int]:
@@ -97,27 +57,6 @@ def _dist_info() -> tuple[int, int]:
 def _setup_distributed(device: str) -> None:
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
         dist.init_process_group(backend="nccl" if device.startswith("cuda") else "gloo")
-
-
-def _check_options(cfg: TrainConfig) -> None:
-    for name in ("rank_weight", "rank_margin", "region_rank_weight", "region_rank_margin", "flip_weight"):
-        if not getattr(cfg, name) >= 0:
-            raise ValueError(f"{name} must be >= 0, got {getattr(cfg, name)}")
-    for name in ("rank_pairs", "flip_pairs"):
-        if getattr(cfg, name) < 1:
-            raise ValueError(f"{name} must be >= 1, got {getattr(cfg, name)}")
-    for name in ("max_zoom", "rank_zoom"):
-        if not 1.0 <= getattr(cfg, name) <= 4.0:
-            raise ValueError(f"{name} must be in [1, 4], got {getattr(cfg, name)}")
-    if not 0.0 <= cfg.ema_decay < 1.0:
-        raise ValueError(f"ema_decay must be in [0, 1), got {cfg.ema_decay}")
-    if not 0.0 <= cfg.rank_soften <= 1.0:
-        raise ValueError(f"rank_soften must be in [0, 1], got {cfg.rank_soften}")
-    if cfg.rank_weight > 0:
-        try:
-            check_kinds(cfg.rank_kinds)
-        except ValueError as e:
-            raise ValueError(f"rank_kinds: {e}") from None
 
 
 def _arch_config(cfg: TrainConfig) -> dict:
@@ -194,12 +133,188 @@ def validate(d: nn.Module, val: FaceSet, device: torch.device, n: int, seed: int
             "val_images": int(hq_s.numel())}
 
 
+@dataclass
+class Batch:
+    """One step's real faces, their primary-region masks and their degraded twins; all (B, C, H, W) in [0, 1]."""
+
+    hq: torch.Tensor
+    masks: torch.Tensor
+    lq: torch.Tensor
+
+
+@dataclass
+class ExtraTerm:
+    """One extra discriminator loss, weighted into the step's total and logged under ``name``.
+
+    Its ``images`` (in [0, 1]) are scored in the same forward pass as the BCE batch; ``loss`` gets their logits and
+    the BCE batch's logits (whose first rows are the step's real faces) and returns a scalar.
+    """
+
+    name: str
+    weight: float
+    images: torch.Tensor
+    loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def _image_scores(logits: torch.Tensor) -> torch.Tensor:
+    return torch.sigmoid(logits).mean(dim=(1, 2, 3))
+
+
+def severity_ranking_term(cfg: TrainConfig, batch: Batch, gen: torch.Generator) -> ExtraTerm:
+    """The harsher twin of a severity pair must score lower by ``rank_margin`` per unit of severity gap."""
+    k = min(cfg.rank_pairs, cfg.batch_size)
+    base = ranking_faces(batch.hq[:k], gen, cfg.rank_zoom, cfg.rank_soften)
+    milder, harsher, gap = severity_pairs(base, cfg.rank_kinds, gen)
+
+    def loss(logits: torch.Tensor, _: torch.Tensor) -> torch.Tensor:
+        s_milder, s_harsher = _image_scores(logits).split(k)
+        return ranking_hinge(s_milder, s_harsher, cfg.rank_margin * gap)
+
+    return ExtraTerm("loss_rank", cfg.rank_weight, torch.cat([milder, harsher]), loss)
+
+
+def region_ranking_term(cfg: TrainConfig, batch: Batch, gen: torch.Generator) -> ExtraTerm:
+    """Damage pasted into the primary regions must score lower than the same damage elsewhere."""
+    k = min(cfg.rank_pairs, cfg.batch_size)
+    in_primary, elsewhere = region_pairs(batch.hq[:k], batch.lq[:k], batch.masks[:k], gen)
+
+    def loss(logits: torch.Tensor, _: torch.Tensor) -> torch.Tensor:
+        s_primary, s_elsewhere = _image_scores(logits).split(k)
+        return ranking_hinge(s_elsewhere, s_primary, cfg.region_rank_margin)
+
+    return ExtraTerm("loss_region_rank", cfg.region_rank_weight, torch.cat([in_primary, elsewhere]), loss)
+
+
+def mirror_term(cfg: TrainConfig, batch: Batch, gen: torch.Generator) -> ExtraTerm:
+    """The map of a mirrored real face must be the mirrored map (:func:`flip_consistency`); draws nothing."""
+    n = min(cfg.flip_pairs, cfg.batch_size)
+
+    def loss(logits: torch.Tensor, batch_logits: torch.Tensor) -> torch.Tensor:
+        return flip_consistency(batch_logits[:n], logits)  # the BCE batch starts with the real faces
+
+    return ExtraTerm("loss_flip", cfg.flip_weight, batch.hq[:n].flip(-1), loss)
+
+
+#: The extra terms: (config field holding the weight, builder), in the order they draw from the generator and
+#: are logged. A term whose weight is 0 is not built, so it draws nothing and other recipes keep their streams.
+EXTRA_TERMS: tuple[tuple[str, Callable[[TrainConfig, Batch, torch.Generator], ExtraTerm]], ...] = (
+    ("rank_weight", severity_ranking_term),
+    ("region_rank_weight", region_ranking_term),
+    ("flip_weight", mirror_term),
+)
+
+
+def extra_terms(cfg: TrainConfig, batch: Batch, gen: torch.Generator) -> list[ExtraTerm]:
+    return [build(cfg, batch, gen) for weight, build in EXTRA_TERMS if getattr(cfg, weight) > 0]
+
+
+@dataclass
+class _Run:
+    """Everything a step changes, and what the checkpoint keeps."""
+
+    d_net: nn.Module
+    g_net: nn.Module
+    d_model: nn.Module  # d_net's logits, DDP-wrapped under torchrun
+    g_model: nn.Module
+    opt_d: torch.optim.Optimizer
+    opt_g: torch.optim.Optimizer
+    ema: AveragedModel | None
+    gen: torch.Generator
+    degrader: Degrader
+    step: int = 0
+    elapsed: float = 0.0
+    history: list = field(default_factory=list)
+
+
+def draw_batch(cfg: TrainConfig, train_set: FaceSet, run: _Run, device: torch.device) -> Batch:
+    """Sample, mirror at random, augment (colour, zoom) and degrade one batch of real faces."""
+    idx = torch.randint(0, len(train_set), (cfg.batch_size,), generator=run.gen)
+    flip = torch.rand(cfg.batch_size, generator=run.gen) < 0.5
+    hq, boxes = train_set.batch(idx, device, flip)
+    if cfg.augment:
+        hq, boxes = random_zoom(hq, boxes, run.gen, max_zoom=cfg.max_zoom)
+        hq = random_color(hq, run.gen)
+    masks = region_masks(boxes, hq.shape[-1])
+    return Batch(hq, masks, run.degrader(hq))
+
+
+def uses_generator(cfg: TrainConfig) -> bool:
+    """False for a discriminator-only stage (``raw_fake_frac`` 1): every fake is a raw degraded face."""
+    return cfg.raw_fake_frac < 1.0
+
+
+def make_fakes(cfg: TrainConfig, run: _Run, batch: Batch, device: torch.device):
+    """The fakes (restored faces, a ``raw_fake_frac`` share left raw) and the restorations (None: no generator)."""
+    if not uses_generator(cfg):
+        return batch.lq, None
+    restored = run.g_model(batch.lq)
+    raw = (torch.rand(cfg.batch_size, generator=run.gen) < cfg.raw_fake_frac).to(device)
+    return torch.where(raw[:, None, None, None], batch.lq, restored.detach()), restored
+
+
+def discriminator_step(cfg: TrainConfig, run: _Run, batch: Batch, fake: torch.Tensor,
+                       device: torch.device) -> dict[str, float]:
+    """Per-pixel BCE on real, fake, FPRS and CutMix faces, plus the extra terms; one optimiser step."""
+    swap = (torch.rand(cfg.batch_size, generator=run.gen) < cfg.fprs_prob).to(device)
+    cut = (torch.rand(cfg.batch_size, generator=run.gen) < cfg.cutmix_prob).to(device)
+    cut_masks = random_boxes_mask(cfg.batch_size, batch.hq.shape[-1], run.gen, device)
+    imgs, labels, regions = discriminator_batch(batch.hq, fake, batch.masks, swap, cut_masks, cut)
+    terms = extra_terms(cfg, batch, run.gen)
+    # one forward pass for all images: the batch shape, and so the numbers, stay those of earlier runs
+    logits = run.d_model(torch.cat([imgs, *(t.images for t in terms)]) * 2 - 1 if terms else imgs * 2 - 1)
+    n_bce = imgs.shape[0]
+    batch_logits = logits[:n_bce]
+    loss_d = F.binary_cross_entropy_with_logits(batch_logits, labels, weight=1.0 + cfg.primary_weight * regions)
+    values, start = {}, n_bce
+    for t in terms:
+        values[t.name] = t.loss(logits[start:start + t.images.shape[0]], batch_logits)
+        start += t.images.shape[0]
+    total = loss_d
+    for t in terms:
+        total = total + t.weight * values[t.name]
+    run.opt_d.zero_grad(set_to_none=True)
+    total.backward()
+    run.opt_d.step()
+    if run.ema is not None:
+        run.ema.update_parameters(run.d_net)
+    return {"loss_d": loss_d.item(), **{name: v.item() for name, v in values.items()}}
+
+
+def generator_step(cfg: TrainConfig, run: _Run, batch: Batch, restored: torch.Tensor) -> dict[str, float]:
+    """L1 to the real face plus the adversarial term from the (frozen) discriminator's map; one optimiser step."""
+    run.d_net.requires_grad_(False)
+    adv = F.binary_cross_entropy_with_logits(run.d_net.forward_logits(restored * 2 - 1), torch.ones_like(batch.masks),
+                                             weight=1.0 + cfg.primary_weight * batch.masks)
+    l1 = F.l1_loss(restored, batch.hq)
+    loss_g = l1 + cfg.adv_weight * adv
+    run.opt_g.zero_grad(set_to_none=True)
+    loss_g.backward()
+    run.opt_g.step()
+    run.d_net.requires_grad_(True)
+    return {"loss_l1": l1.item(), "loss_adv": adv.item()}
+
+
+def validation_record(run: _Run, val_set: FaceSet, cfg: TrainConfig, device: torch.device,
+                      losses: dict[str, float]) -> dict:
+    """The history entry of this step: validation of the exported weights (the average with EMA) and the losses."""
+    judged = run.d_model if run.ema is None else _Logits(run.ema.module)
+    return {"step": run.step, **validate(judged, val_set, device, cfg.val_images), **losses}
+
+
+def _log_record(record: dict, bar) -> None:
+    line = json.dumps(record)  # one JSON line per validation on stderr; stdout keeps only the CLI's final summary
+    if bar is not None:
+        bar.write(line, file=sys.stderr)
+    else:
+        print(line, file=sys.stderr, flush=True)
+
+
 def train(cfg: TrainConfig, progress: bool = True) -> dict:
     """Run (or resume) training; returns the model card written next to the weights.
 
     ``progress`` shows a bar with the losses. Either way each validation record goes to stderr as a JSON line.
     """
-    _check_options(cfg)
+    check_config(cfg)
     _setup_distributed(cfg.device)
     rank, world = _dist_info()
     device = torch.device(cfg.device if not cfg.device.startswith("cuda") or world == 1 else f"cuda:{rank}")
@@ -217,11 +332,61 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
     val_set = FaceSet(cfg.data, cfg.landmarks, include=held_out, limit=cfg.val_images) if held_out else None
 
     arch_cfg = _arch_config(cfg)
+    run = _build_run(cfg, arch_cfg, init_net, device, rank, world)
+    ckpt_path = out / "checkpoint.pt"
+    if cfg.resume and ckpt_path.is_file():
+        _load_checkpoint(ckpt_path, run, rank)
+
+    bar = None
+    if progress and rank == 0:
+        from tqdm import tqdm
+
+        bar = tqdm(total=cfg.steps, initial=run.step, desc=f"train {cfg.arch}", dynamic_ncols=True)
+    t0 = time.perf_counter() - run.elapsed
+    run.d_net.train()
+    run.g_net.train()
+    while run.step < cfg.steps:
+        batch = draw_batch(cfg, train_set, run, device)
+        fake, restored = make_fakes(cfg, run, batch, device)
+        losses = discriminator_step(cfg, run, batch, fake, device)
+        if restored is not None:
+            losses.update(generator_step(cfg, run, batch, restored))
+        run.step += 1
+
+        if not all(math.isfinite(v) for v in losses.values()):
+            raise FloatingPointError(f"training diverged at step {run.step}: {losses}")
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix({k[5:]: f"{v:.3f}" for k, v in losses.items()})
+        last = run.step == cfg.steps
+        if val_set is not None and (run.step % cfg.val_every == 0 or last):
+            record = validation_record(run, val_set, cfg, device, losses)
+            run.history.append(record)
+            if rank == 0:
+                _log_record(record, bar)
+        if run.step % cfg.ckpt_every == 0 or last:
+            run.elapsed = time.perf_counter() - t0
+            _checkpoint(ckpt_path, run, rank, world)
+    if bar is not None:
+        bar.close()
+    wall = time.perf_counter() - t0
+    card = {}
+    if rank == 0:
+        exported = run.d_net if run.ema is None else run.ema.module
+        card = _export(cfg, exported, run.g_net if uses_generator(cfg) else None, arch_cfg, train_set, val_set,
+                       run.step, wall, run.history)
+    if world > 1:
+        dist.barrier()
+    return card
+
+
+def _build_run(cfg: TrainConfig, arch_cfg: dict, init_net: nn.Module | None, device: torch.device, rank: int,
+               world: int) -> _Run:
+    """Fresh networks, optimisers and random streams (created in this order: the seed fixes all of them)."""
     d_net = build_model(cfg.arch, **arch_cfg)
     if init_net is not None:
         load_into(d_net, init_net.state_dict(), str(cfg.init), cfg.arch)
     d_net = d_net.to(device)
-    use_generator = cfg.raw_fake_frac < 1.0
     g_net = RestorationUNet(cfg.generator_width).to(device)
     d_model: nn.Module = _Logits(d_net)
     g_model: nn.Module = g_net
@@ -235,131 +400,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
     opt_g = torch.optim.Adam(g_net.parameters(), lr=cfg.lr_g, betas=(0.5, 0.999))
     gen = torch.Generator().manual_seed(cfg.seed * 1000 + rank)
     degrader = Degrader(DegradationConfig(**cfg.degradation), seed=cfg.seed * 1000 + rank + 1)
-
-    ckpt_path = out / "checkpoint.pt"
-    step, elapsed, history = 0, 0.0, []
-    if cfg.resume and ckpt_path.is_file():
-        ck = torch.load(ckpt_path, map_location="cpu", weights_only=True)  # RNG states must stay on the CPU
-        d_net.load_state_dict(ck["d"])
-        g_net.load_state_dict(ck["g"])
-        opt_d.load_state_dict(ck["opt_d"])
-        opt_g.load_state_dict(ck["opt_g"])
-        step, elapsed = int(ck["step"]), float(ck["elapsed"])
-        gen.set_state(ck["gen"][rank] if rank < len(ck["gen"]) else ck["gen"][0])
-        degrader.gen.set_state(ck["deg"][rank] if rank < len(ck["deg"]) else ck["deg"][0])
-        history = json.loads(bytes(ck["history"].tolist()).decode()) if "history" in ck else []
-        if ema is not None and "ema" in ck:
-            ema.load_state_dict(ck["ema"])
-
-    bar = None
-    if progress and rank == 0:
-        from tqdm import tqdm
-
-        bar = tqdm(total=cfg.steps, initial=step, desc=f"train {cfg.arch}", dynamic_ncols=True)
-    t0 = time.perf_counter() - elapsed
-    d_net.train()
-    g_net.train()
-    while step < cfg.steps:
-        idx = torch.randint(0, len(train_set), (cfg.batch_size,), generator=gen)
-        flip = torch.rand(cfg.batch_size, generator=gen) < 0.5
-        hq, boxes = train_set.batch(idx, device, flip)
-        if cfg.augment:
-            hq, boxes = random_zoom(hq, boxes, gen, max_zoom=cfg.max_zoom)
-            hq = random_color(hq, gen)
-        masks = region_masks(boxes, hq.shape[-1])
-        lq = degrader(hq)
-
-        if use_generator:
-            restored = g_model(lq)
-            raw = (torch.rand(cfg.batch_size, generator=gen) < cfg.raw_fake_frac).to(device)
-            fake = torch.where(raw[:, None, None, None], lq, restored.detach())
-        else:
-            fake = lq
-        swap = (torch.rand(cfg.batch_size, generator=gen) < cfg.fprs_prob).to(device)
-        cut = (torch.rand(cfg.batch_size, generator=gen) < cfg.cutmix_prob).to(device)
-        cut_masks = random_boxes_mask(cfg.batch_size, hq.shape[-1], gen, device)
-        imgs, labels, regions = discriminator_batch(hq, fake, masks, swap, cut_masks, cut)
-        n_bce, extra = imgs.shape[0], []
-        k = min(cfg.rank_pairs, cfg.batch_size)
-        if cfg.rank_weight > 0:  # no random draws when off, so other recipes keep their streams
-            base = ranking_faces(hq[:k], gen, cfg.rank_zoom, cfg.rank_soften)
-            milder, harsher, gap = severity_pairs(base, cfg.rank_kinds, gen)
-            extra += [milder, harsher]
-        if cfg.region_rank_weight > 0:
-            extra += list(region_pairs(hq[:k], lq[:k], masks[:k], gen))
-        n_flip = min(cfg.flip_pairs, cfg.batch_size) if cfg.flip_weight > 0 else 0
-        if n_flip:  # imgs starts with hq, so logits[:n_flip] are the unmirrored maps
-            extra.append(hq[:n_flip].flip(-1))
-        logits = d_model(torch.cat([imgs, *extra]) * 2 - 1 if extra else imgs * 2 - 1)
-        if n_flip:
-            logits, mirrored = logits[:-n_flip], logits[-n_flip:]
-            extra.pop()
-        weight = 1.0 + cfg.primary_weight * regions
-        loss_d = F.binary_cross_entropy_with_logits(logits[:n_bce], labels, weight=weight)
-        pair_scores = list(torch.sigmoid(logits[n_bce:]).mean(dim=(1, 2, 3)).split(k)) if extra else []
-        rank_losses = {}
-        if cfg.rank_weight > 0:
-            rank_losses["loss_rank"] = ranking_hinge(pair_scores.pop(0), pair_scores.pop(0), cfg.rank_margin * gap)
-        if cfg.region_rank_weight > 0:
-            in_primary, elsewhere = pair_scores.pop(0), pair_scores.pop(0)
-            rank_losses["loss_region_rank"] = ranking_hinge(elsewhere, in_primary, cfg.region_rank_margin)
-        if n_flip:
-            rank_losses["loss_flip"] = flip_consistency(logits[:n_flip], mirrored)
-        total_d = loss_d + cfg.rank_weight * rank_losses.get("loss_rank", 0.0) \
-            + cfg.region_rank_weight * rank_losses.get("loss_region_rank", 0.0) \
-            + cfg.flip_weight * rank_losses.get("loss_flip", 0.0)
-        opt_d.zero_grad(set_to_none=True)
-        total_d.backward()
-        opt_d.step()
-        if ema is not None:
-            ema.update_parameters(d_net)
-
-        losses = {"loss_d": loss_d.item(), **{name: v.item() for name, v in rank_losses.items()}}
-        if use_generator:
-            d_net.requires_grad_(False)
-            adv = F.binary_cross_entropy_with_logits(d_net.forward_logits(restored * 2 - 1), torch.ones_like(masks),
-                                                     weight=1.0 + cfg.primary_weight * masks)
-            l1 = F.l1_loss(restored, hq)
-            loss_g = l1 + cfg.adv_weight * adv
-            opt_g.zero_grad(set_to_none=True)
-            loss_g.backward()
-            opt_g.step()
-            d_net.requires_grad_(True)
-            losses.update(loss_l1=l1.item(), loss_adv=adv.item())
-        step += 1
-
-        if not all(math.isfinite(v) for v in losses.values()):
-            raise FloatingPointError(f"training diverged at step {step}: {losses}")
-        if bar is not None:
-            bar.update(1)
-            bar.set_postfix({k[5:]: f"{v:.3f}" for k, v in losses.items()})
-        record = None
-        if val_set is not None and (step % cfg.val_every == 0 or step == cfg.steps):
-            judged = d_model if ema is None else _Logits(ema.module)
-            record = {"step": step, **validate(judged, val_set, device, cfg.val_images), **losses}
-            history.append(record)
-            if rank == 0:  # one JSON line per validation on stderr; stdout keeps only the CLI's final summary
-                line = json.dumps(record)
-                if bar is not None:
-                    bar.write(line, file=sys.stderr)
-                else:
-                    print(line, file=sys.stderr, flush=True)
-        if rank == 0 and (step % cfg.ckpt_every == 0 or step == cfg.steps):
-            _save_checkpoint(ckpt_path, d_net, g_net, opt_d, opt_g, step, time.perf_counter() - t0, gen, degrader,
-                             history, world, ema)
-        elif world > 1 and (step % cfg.ckpt_every == 0 or step == cfg.steps):
-            _gather_rng(gen, degrader, world)
-    if bar is not None:
-        bar.close()
-    wall = time.perf_counter() - t0
-    card = {}
-    if rank == 0:
-        exported = d_net if ema is None else ema.module
-        card = _export(cfg, exported, g_net if use_generator else None, arch_cfg, train_set, val_set, step, wall,
-                       history)
-    if world > 1:
-        dist.barrier()
-    return card
+    return _Run(d_net, g_net, d_model, g_model, opt_d, opt_g, ema, gen, degrader)
 
 
 def _gather_rng(gen: torch.Generator, degrader: Degrader, world: int) -> list[list[torch.Tensor]]:
@@ -374,17 +415,38 @@ def _gather_rng(gen: torch.Generator, degrader: Degrader, world: int) -> list[li
     return out
 
 
-def _save_checkpoint(path: Path, d_net, g_net, opt_d, opt_g, step, elapsed, gen, degrader, history, world,
-                     ema=None) -> None:
-    gens, degs = _gather_rng(gen, degrader, world)
-    ck = {"d": d_net.state_dict(), "g": g_net.state_dict(), "opt_d": opt_d.state_dict(), "opt_g": opt_g.state_dict(),
-          "step": step, "elapsed": elapsed, "gen": gens, "deg": degs,
-          "history": torch.tensor(list(json.dumps(history).encode()), dtype=torch.uint8)}
-    if ema is not None:
-        ck["ema"] = ema.state_dict()
+def _checkpoint(path: Path, run: _Run, rank: int, world: int) -> None:
+    """Rank 0 writes the checkpoint with every rank's random streams; the other ranks hand theirs over."""
+    streams = _gather_rng(run.gen, run.degrader, world)
+    if rank == 0:
+        _save_checkpoint(path, run, streams)
+
+
+def _save_checkpoint(path: Path, run: _Run, streams: list[list[torch.Tensor]]) -> None:
+    gens, degs = streams
+    ck = {"d": run.d_net.state_dict(), "g": run.g_net.state_dict(), "opt_d": run.opt_d.state_dict(),
+          "opt_g": run.opt_g.state_dict(), "step": run.step, "elapsed": run.elapsed, "gen": gens, "deg": degs,
+          "history": torch.tensor(list(json.dumps(run.history).encode()), dtype=torch.uint8)}
+    if run.ema is not None:
+        ck["ema"] = run.ema.state_dict()
     tmp = path.with_name(path.name + ".tmp")
     torch.save(ck, tmp)
     os.replace(tmp, path)
+
+
+def _load_checkpoint(path: Path, run: _Run, rank: int) -> None:
+    """Continue ``run`` from ``path``; a rank the checkpoint has no streams for takes rank 0's."""
+    ck = torch.load(path, map_location="cpu", weights_only=True)  # RNG states must stay on the CPU
+    run.d_net.load_state_dict(ck["d"])
+    run.g_net.load_state_dict(ck["g"])
+    run.opt_d.load_state_dict(ck["opt_d"])
+    run.opt_g.load_state_dict(ck["opt_g"])
+    run.step, run.elapsed = int(ck["step"]), float(ck["elapsed"])
+    run.gen.set_state(ck["gen"][rank] if rank < len(ck["gen"]) else ck["gen"][0])
+    run.degrader.gen.set_state(ck["deg"][rank] if rank < len(ck["deg"]) else ck["deg"][0])
+    run.history = json.loads(bytes(ck["history"].tolist()).decode()) if "history" in ck else []
+    if run.ema is not None and "ema" in ck:
+        run.ema.load_state_dict(ck["ema"])
 
 
 def _export(cfg: TrainConfig, d_net, g_net, arch_cfg, train_set, val_set, step, wall, history) -> dict:
