@@ -220,17 +220,25 @@ def lite_vs_cnn_loss(tmp: Path, batch: int = 8, lite_calls: int = 8) -> dict:
     return {"backbone": "lite", "batch": batch, "mode": "ab_loss_fwd_bwd", "variant": "lite_vs_cnn", "speedup": speedup}
 
 
-def interleaved_ratio(fn_a, fn_b, rounds: int = 5, min_time: float = 0.0, timer=_timeit.default_timer) -> float:
-    """Median of per-round time(b) / time(a), a and b alternating: robust to drifting machine load.
+def interleaved(fn_a, fn_b, rounds: int = 5, min_time: float = 0.0,
+                timer=_timeit.default_timer) -> tuple[float, float, float]:
+    """(median of per-round time(b) / time(a), median time(a), median time(b)) in seconds, a and b
+    alternating: the ratio is robust to drifting machine load.
 
     Each side of a round is one ``Timer.blocked_autorange(min_run_time=min_time)``: a warm-up call right
     before its timed calls, so neither side runs cold after the other."""
     ta, tb = (Timer("fn()", globals={"fn": fn}, timer=timer) for fn in (fn_a, fn_b))
-    ratios = []
+    times = []
     for _ in range(rounds):
         a = ta.blocked_autorange(min_run_time=min_time).median
-        ratios.append(tb.blocked_autorange(min_run_time=min_time).median / a)
-    return float(np.median(ratios))
+        times.append((a, tb.blocked_autorange(min_run_time=min_time).median))
+    return (float(np.median([b / a for a, b in times])), float(np.median([a for a, _ in times])),
+            float(np.median([b for _, b in times])))
+
+
+def interleaved_ratio(fn_a, fn_b, rounds: int = 5, min_time: float = 0.0, timer=_timeit.default_timer) -> float:
+    """Median of per-round time(b) / time(a), a and b alternating (see :func:`interleaved`)."""
+    return interleaved(fn_a, fn_b, rounds, min_time, timer)[0]
 
 
 #: CPU layer shapes of the ``cnn`` U-Net at 256x256 (c_in, c_out, map side): each kernel is timed
@@ -292,10 +300,12 @@ def layer_ab(min_time: float, batch: int = 8) -> list[dict]:
 
 
 #: Whole-network switches: the fast path's flag on the U-Net (or the memory format), on vs off.
-NETWORK_SWITCHES = ("fused_upsample", "winograd", "narrow_conv", "channels_last")
+#: ``control`` switches nothing: its "speed-up" is this machine's noise floor for the comparison.
+NETWORK_SWITCHES = ("fused_upsample", "winograd", "narrow_conv", "channels_last", "control")
 
 
-def network_ab(model: IFQA, backbone: str, batch: int, rounds: int) -> list[dict]:
+def network_ab(model: IFQA, backbone: str, batch: int, rounds: int,
+               switches: tuple[str, ...] = NETWORK_SWITCHES) -> list[dict]:
     """Each switch on vs off for the whole network, the others at their defaults, interleaved.
 
     ``speedup`` > 1: faster with the switch on, as the rule in ``_cpu_kernels.fast_path`` applies it on this
@@ -305,7 +315,7 @@ def network_ab(model: IFQA, backbone: str, batch: int, rounds: int) -> list[dict
     prepare(model, {})
     models = {False: model, True: model}
     out = []
-    for switch in NETWORK_SWITCHES:
+    for switch in switches:
         if switch == "winograd" and max(model.net.widths) < _cpu_kernels.WINOGRAD_MIN_CHANNELS:
             continue  # no layer is wide enough: on and off run the same code
         if switch == "channels_last":
@@ -317,7 +327,7 @@ def network_ab(model: IFQA, backbone: str, batch: int, rounds: int) -> list[dict
             m, inp = models[on], x.contiguous(memory_format=fmt)
 
             def run():
-                if switch != "channels_last":
+                if switch not in ("channels_last", "control"):
                     setattr(m.net, switch, on)
                 fn(m, inp)
             return run
@@ -330,11 +340,12 @@ def network_ab(model: IFQA, backbone: str, batch: int, rounds: int) -> list[dict
             (1 - m(inp.detach().requires_grad_(True)).score).mean().backward()
 
         for mode, fn in (("ab_score", score), ("ab_loss_fwd_bwd", loss)):
-            r = interleaved_ratio(setting(False, fn), setting(True, fn), rounds=rounds)
+            r, t_off, t_on = interleaved(setting(False, fn), setting(True, fn), rounds=rounds)
             out.append({"backbone": backbone, "batch": batch, "mode": mode, "variant": f"{switch}_on_vs_off",
-                        "path": switch, "speedup": 1.0 / r})
+                        "path": switch, "speedup": 1.0 / r, "off_ms": 1e3 * t_off, "on_ms": 1e3 * t_on,
+                        "rounds": rounds})
             print(f"  {backbone} b{batch} {mode}: {switch} on {1.0 / r:.3f}x off (interleaved)", flush=True)
-        if switch != "channels_last":
+        if switch not in ("channels_last", "control"):
             setattr(model.net, switch, True)
     return out
 
@@ -400,6 +411,9 @@ def main() -> None:
     ap.add_argument("--fast-paths-only", action="store_true",
                     help="CPU: only the fast-path comparisons (single layers, then each switch on the whole network)")
     ap.add_argument("--ab-rounds", type=int, default=3, help="rounds of each interleaved whole-network comparison")
+    ap.add_argument("--switches", nargs="+", choices=NETWORK_SWITCHES, default=list(NETWORK_SWITCHES),
+                    help="whole-network comparisons to run (default: all)")
+    ap.add_argument("--no-layers", action="store_true", help="skip the single-layer kernel comparisons")
     ap.add_argument("--out", help="JSON file (default: results/speed.json for a complete run, else speed_partial.json)")
     ap.add_argument("--naive-folder", help=argparse.SUPPRESS)  # internal: one process of the naive folder loop
     ap.add_argument("--weights", help=argparse.SUPPRESS)
@@ -430,11 +444,12 @@ def main() -> None:
     if args.fast_paths_only:
         if not cpu:
             raise SystemExit("--fast-paths-only measures the CPU kernels; run it with --device cpu")
-        records.extend(layer_ab(min(min_time, 1.0)))
+        if not args.no_layers:
+            records.extend(layer_ab(min(min_time, 1.0)))
         for bb in args.backbones:
             model = IFQA(backbone=bb, weights=weights_for(bb, tmp))
             for bs in args.batches or [{"lite": 32, "cnn": 8}.get(bb, 1)]:
-                records.extend(network_ab(model, bb, bs, args.ab_rounds))
+                records.extend(network_ab(model, bb, bs, args.ab_rounds, tuple(args.switches)))
             del model
         args.backbones = []  # nothing else to measure
 
@@ -522,7 +537,7 @@ def main() -> None:
                         "ms_per_image": 1e3 * sec})
         rows.append([bb, 1, "naive_loss", "official", 1 / sec, 1e3 * sec, "", "", "", ""])
         if cpu and bb in ("lite", "cnn") and not args.quick:  # each fast path on vs off, interleaved
-            records.extend(network_ab(model, bb, {"lite": 32, "cnn": 8}[bb], args.ab_rounds))
+            records.extend(network_ab(model, bb, {"lite": 32, "cnn": 8}[bb], args.ab_rounds, tuple(args.switches)))
             if bb == "cnn":
                 x = torch.rand(8, 3, size, size)
 
@@ -535,7 +550,7 @@ def main() -> None:
         if not cpu:
             torch.cuda.empty_cache()
 
-    if cpu and not args.quick and not args.fast_paths_only:
+    if cpu and not args.quick and not args.fast_paths_only and not args.no_layers:
         records.extend(layer_ab(min(min_time, 1.0)))
     if cpu and not args.quick and {"lite", "cnn"} <= set(args.backbones):
         records.append(lite_vs_cnn_loss(tmp))
