@@ -210,3 +210,53 @@ def test_ema_weights_are_exported_and_survive_resumption(tmp_path):
         torch.testing.assert_close(v, 0.5 * first["d"][k] + 0.5 * second["d"][k])
     assert any(not torch.equal(v, second["d"][k]) for k, v in exported.items())  # not the raw last weights
     assert json.loads((out / "ifqa-lite.json").read_text())["training"]["ema_decay"] == 0.5
+
+
+def test_extra_terms_are_named_in_order_and_off_terms_draw_nothing():
+    from ifqa_loss.train.trainer import Batch, TrainConfig, extra_terms
+
+    hq = torch.rand(3, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    masks = region_masks(template_boxes(3), 64)
+    batch = Batch(hq, masks, (hq * 0.5).clamp(0, 1))
+    gen = torch.Generator().manual_seed(1)
+    state = gen.get_state()
+    assert extra_terms(TrainConfig("d", "o", batch_size=3), batch, gen) == []
+    assert torch.equal(gen.get_state(), state)
+    cfg = TrainConfig("d", "o", batch_size=3, rank_weight=2.0, region_rank_weight=3.0, rank_pairs=2, flip_weight=4.0,
+                      flip_pairs=1, rank_kinds=["blur"])
+    terms = extra_terms(cfg, batch, gen)
+    assert [(t.name, t.weight, t.images.shape[0]) for t in terms] == [
+        ("loss_rank", 2.0, 4), ("loss_region_rank", 3.0, 4), ("loss_flip", 4.0, 1)]
+    assert torch.equal(terms[2].images, hq[:1].flip(-1))
+    # mirror term: zero when the mirrored face's map is the mirrored map of the real face
+    maps = torch.randn(6, 1, 8, 8)
+    assert terms[2].loss(maps[:1].flip(-1), maps).item() == 0
+    assert terms[2].loss(maps[:1], maps).item() > 0
+
+
+@pytest.mark.skipif(not FACES.is_dir(), reason="../shared/data/faces256 is absent (training data)")
+def test_resumed_run_gives_the_uninterrupted_runs_weights(tmp_path):
+    """Every extra term, EMA and the generator on: stopping after step 1 and resuming must continue each random
+    stream and optimiser state, so the weights equal those of one uninterrupted run of the same seed."""
+    from safetensors.torch import load_file
+
+    def run(out, steps):
+        assert main(["train", "--data", str(FACES / "images"), "--landmarks", str(FACES / "landmarks68.npz"),
+                     "--val-list", str(FACES / "val.txt"), "--out", str(out), "--steps", str(steps),
+                     "--batch-size", "2", "--limit", "4", "--val-every", "1", "--val-images", "2", "--ckpt-every", "1",
+                     "--rank-weight", "5", "--region-rank-weight", "5", "--rank-pairs", "2", "--rank-zoom", "1.5",
+                     "--rank-soften", "0.5", "--flip-weight", "3", "--flip-pairs", "1", "--ema-decay", "0.5",
+                     "--no-progress"]) == 0
+
+    run(tmp_path / "straight", 2)
+    run(tmp_path / "resumed", 1)
+    ck = torch.load(tmp_path / "resumed" / "checkpoint.pt", weights_only=True)
+    assert set(ck) == {"d", "g", "opt_d", "opt_g", "step", "elapsed", "gen", "deg", "history", "ema"}
+    run(tmp_path / "resumed", 2)
+    for name in ("ifqa-lite.safetensors", "generator.safetensors"):
+        a, b = load_file(tmp_path / "straight" / name), load_file(tmp_path / "resumed" / name)
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
+    cards = [json.loads((tmp_path / d / "ifqa-lite.json").read_text()) for d in ("straight", "resumed")]
+    assert cards[0]["history"] == cards[1]["history"]
+    assert list(cards[0]["history"][-1]) == ["step", "val_hq_score", "val_lq_score", "val_auc", "val_images", "loss_d",
+                                             "loss_rank", "loss_region_rank", "loss_flip", "loss_l1", "loss_adv"]
