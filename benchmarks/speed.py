@@ -33,17 +33,14 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
 from torch.utils.benchmark import Timer
 
 from common import RESULTS, SHARED, machine, print_table, write_json
-
 from ifqa_loss import IFQA, IFQALoss
 from ifqa_loss.cpu_memory import OPT_OUT_ENV
-from ifqa_loss.models import _cpu_kernels
 from ifqa_loss.io import load_image
+from ifqa_loss.models import _cpu_kernels
 from ifqa_loss.preprocess import to_model_input
-from ifqa_loss.weights import save_weights
 
 
 def executed_flops(fn) -> float:
@@ -533,7 +530,8 @@ def main() -> None:
             naive.net.zero_grad(set_to_none=True)
 
         sec = timeit(naive_loss, min_time)
-        records.append({"backbone": bb, "batch": 1, "mode": "naive_loss", "variant": "official", "images_per_s": 1 / sec,
+        records.append({"backbone": bb, "batch": 1, "mode": "naive_loss", "variant": "official",
+                        "images_per_s": 1 / sec,
                         "ms_per_image": 1e3 * sec})
         rows.append([bb, 1, "naive_loss", "official", 1 / sec, 1e3 * sec, "", "", "", ""])
         if cpu and bb in ("lite", "cnn") and not args.quick:  # each fast path on vs off, interleaved
@@ -546,7 +544,7 @@ def main() -> None:
                         model(x)
 
                 records.extend(forward_vs_matmul(model, score_b8))
-        del model, naive
+        model = naive = None  # freed before the next backbone
         if not cpu:
             torch.cuda.empty_cache()
 
@@ -554,7 +552,7 @@ def main() -> None:
         records.extend(layer_ab(min(min_time, 1.0)))
     if cpu and not args.quick and {"lite", "cnn"} <= set(args.backbones):
         records.append(lite_vs_cnn_loss(tmp))
-    rows.extend([[r["backbone"], r["batch"], r["mode"], r["variant"], r["images_per_s"], r["ms_per_image"], "", "", "", ""]
+    rows.extend([[r["backbone"], r["batch"], r["mode"], r["variant"], r["images_per_s"], r["ms_per_image"]] + [""] * 4
                  for r in records if r["mode"] in ("cli_folder", "naive_folder")])
     if rows:
         print_table("throughput", ["backbone", "batch", "mode", "variant", "img/s", "ms/img", "GFLOP/s",
@@ -596,15 +594,19 @@ def summarize(records: list[dict], backbones: list[str], cpu: bool, peak: float 
             a, u = best(bb, "score", "fp32"), best(bb, "score", "fp32_unfused_upsample")
             if a and u and a["batch"] == u["batch"]:
                 ratios[f"{bb}_fused_vs_unfused_upsample_score_sequential"] = a["images_per_s"] / u["images_per_s"]
-            fwd_all = [r for r in timed if r["backbone"] == bb and r["mode"] == "score" and r.get("fraction_of_fp32_peak")]
+            fwd_all = [r for r in timed if r["backbone"] == bb and r["mode"] == "score"
+                       and r.get("fraction_of_fp32_peak")]
             if fwd_all:
                 top = max(fwd_all, key=lambda r: r["fraction_of_fp32_peak"])
-                ratios[f"{bb}_forward_fraction_of_fp32_peak_best_{top['variant']}_b{top['batch']}"] = top["fraction_of_fp32_peak"]
+                key = f"{bb}_forward_fraction_of_fp32_peak_best_{top['variant']}_b{top['batch']}"
+                ratios[key] = top["fraction_of_fp32_peak"]
             if bb == "cnn" and fwd and peak:
                 top = max(fwd, key=lambda r: r["images_per_s"])
-                ratios["cnn_forward_fraction_of_fp32_peak_at_official_flops"] = OFFICIAL_CNN_GFLOP * top["images_per_s"] / peak
+                ratios["cnn_forward_fraction_of_fp32_peak_at_official_flops"] = (
+                    OFFICIAL_CNN_GFLOP * top["images_per_s"] / peak)
         if not cpu:
-            top_bf = max((r for r in timed if r["backbone"] == bb and r["mode"] == "loss_fwd_bwd" and "bf16" in r["variant"]),
+            top_bf = max((r for r in timed
+                          if r["backbone"] == bb and r["mode"] == "loss_fwd_bwd" and "bf16" in r["variant"]),
                          key=lambda r: r["images_per_s"], default=None)
             if top_bf:
                 ratios[f"{bb}_bf16_loss_images_per_s_{top_bf['variant']}_b{top_bf['batch']}"] = top_bf["images_per_s"]

@@ -1,8 +1,8 @@
 """Per-pixel U-Net discriminator of IFQA, backbone ``cnn`` (official weights ``IFQA_Metric.pth``).
 
-Paper: Jo, Cho, Park, Hong, "IFQA: Interpretable Face Quality Assessment", WACV 2023. Official code: github.com/AIM-SKKU/IFQA, ``model.py`` (``ResBlk``, ``UpResBlk``,
-``Discriminator``), run by its ``test.py``. This file follows it block for block, with the same
-state-dict keys:
+Paper: Jo, Cho, Park, Hong, "IFQA: Interpretable Face Quality Assessment", WACV 2023.
+Official code: github.com/AIM-SKKU/IFQA, ``model.py`` (classes ``ResBlk``, ``UpResBlk``, ``Discriminator``),
+run by its ``test.py``. This file follows it block for block, with the same state-dict keys:
 
 - ``ResBlock`` = ``ResBlk`` (from StarGAN v2): pre-activation residual block, InstanceNorm (affine),
   LeakyReLU(0.2), 3x3 convolutions, 1x1 shortcut without bias where the width changes, 2x2 average
@@ -118,7 +118,7 @@ class UNetDiscriminator(nn.Module):
         self.decoder128 = UpResBlock(w2, w1)
         self.decoder256 = nn.Sequential(UpResBlock(w1, 1), nn.Sigmoid())
 
-    fused_upsample = _toggle("fused", "Whether the decoder convolves at the low resolution (one transposed convolution).")
+    fused_upsample = _toggle("fused", "Whether the decoder convolves at the low resolution (a transposed convolution).")
     winograd = _toggle("winograd", "Whether wide 3x3 layers on small CPU maps may use Winograd F(2x2, 3x3).")
     narrow_conv = _toggle("narrow", "Whether the 1-channel output layer may use a matrix product + col2im on the CPU.")
 
