@@ -177,8 +177,10 @@ def test_cutmix_pairs_label_each_pixel_by_source():
     assert torch.equal(regions[-4:], torch.cat([masks[:2], masks[:2]]))
 
 
-@pytest.mark.parametrize("item,expected", [("p_jpeg=0.7", {"p_jpeg": 0.7}), ("jpeg_quality=30,95", {"jpeg_quality": (30, 95)}),
-                                           ("jpeg_backend=pil", {"jpeg_backend": "pil"}), ("motion_kernel=5,9", {"motion_kernel": (5, 9)})])
+@pytest.mark.parametrize("item,expected", [("p_jpeg=0.7", {"p_jpeg": 0.7}),
+                                           ("jpeg_quality=30,95", {"jpeg_quality": (30, 95)}),
+                                           ("jpeg_backend=pil", {"jpeg_backend": "pil"}),
+                                           ("motion_kernel=5,9", {"motion_kernel": (5, 9)})])
 def test_degradation_overrides_are_typed(item, expected):
     from ifqa_loss.cli import _degradation_overrides
 

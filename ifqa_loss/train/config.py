@@ -114,8 +114,8 @@ class TrainConfig:
                            help="no colour/zoom augmentation of real faces")
     max_zoom: float = option(1.2, group="recipe", bounds=(1, 4, False), experimental=True,
                              help="augmentation zooms real faces in by 1..Z")
-    raw_fake_frac: float = option(0.5, group="recipe",
-                                  help="share of fakes that are raw degraded faces; 1 = discriminator only, no generator")
+    raw_fake_frac: float = option(0.5, group="recipe", help="share of fakes that are raw degraded faces; "
+                                                           "1 = discriminator only, no generator")
     val_every: int = option(250, group="run", help="validate every N steps (and at the last step)")
     val_images: int = option(64, group="run", help="held-out faces scored at each validation")
     ckpt_every: int = option(100, group="run", help="write the checkpoint every N steps (and at the last step)")
@@ -133,7 +133,8 @@ class TrainConfig:
                                         help="lite bottleneck blocks; None = the lite default, or that of --init")
     degradation: dict = option(default_factory=dict, group="recipe", append=True, parse=parse_degradation,
                                cli_default=[], metavar="KEY=VALUE",
-                               help="override a degradation setting, e.g. p_jpeg=0.7 or jpeg_quality=30,95 (repeatable)")
+                               help="override a degradation setting, e.g. p_jpeg=0.7 or jpeg_quality=30,95 "
+                                    "(repeatable)")
     init: str | None = option(None, group="recipe", metavar="WEIGHTS",
                               help="start the discriminator from these weights (path or registered name)")
     rank_weight: float = option(0.0, group="terms", bounds=(0, None, False),

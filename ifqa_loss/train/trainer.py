@@ -13,6 +13,10 @@ stage, typically started from trained weights with ``init`` (e.g. to add a degra
 Optional terms (off by default): severity and region ranking (``ranking.py``), and mirror consistency, which
 asks the map of a mirrored real face to be the mirrored map. ``ema_decay`` exports a moving average of the
 discriminator's weights instead of the last ones.
+
+Each step of :func:`train` is :func:`draw_batch`, :func:`make_fakes`, :func:`discriminator_step` (BCE plus the
+:data:`EXTRA_TERMS` that are on) and :func:`generator_step`, then :func:`validation_record` and the checkpoint when
+due. The options are declared once, in ``config.py``.
 """
 from __future__ import annotations
 
@@ -41,8 +45,9 @@ from .degradations import DegradationConfig, Degrader
 from .generator import RestorationUNet
 from .ranking import ranking_faces, ranking_hinge, region_pairs, severity_pairs
 
-__all__ = ["LICENCE_NOTE", "TrainConfig", "ExtraTerm", "EXTRA_TERMS", "discriminator_batch", "flip_consistency",
-           "validate", "train"]
+__all__ = ["LICENCE_NOTE", "TrainConfig", "Batch", "ExtraTerm", "EXTRA_TERMS", "extra_terms", "discriminator_batch",
+           "flip_consistency", "draw_batch", "make_fakes", "discriminator_step", "generator_step", "validate",
+           "validation_record", "train"]
 
 LICENCE_NOTE = ("Trained on SCUT-FBP5500 faces (non-commercial research licence): these weights inherit the "
                 "data's NON-COMMERCIAL terms. Research and evaluation use only.")
@@ -468,7 +473,8 @@ def _export(cfg: TrainConfig, d_net, g_net, arch_cfg, train_set, val_set, step, 
         "validation": history[-1] if history else None, "history": history,
         "generator": {"file": "generator.safetensors", "sha256": g_sha} if g_sha else None,
         "licence": LICENCE_NOTE,
-        "description": f"IFQA {cfg.arch} discriminator trained with ifqa-loss's recipe (degradations, generator, FPRS).",
+        "description": f"IFQA {cfg.arch} discriminator trained with ifqa-loss's recipe (degradations, generator, "
+                       "FPRS).",
     }
     if cfg.export_official:
         if cfg.arch != "cnn":
