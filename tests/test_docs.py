@@ -28,8 +28,6 @@ from conftest import REPO
 
 DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 PROGRAMS = ("ifqa", "python", "make", "pip", "torchrun")
-# Files that the docs describe and that are being added in this round of work; remove entries once they exist.
-PENDING = {"docs/speed.md"}
 
 # Commands run somewhere else, keyed by how the command line starts: (where it runs, why not here).
 # "make:<target>" is a Makefile target; "tests/<file>::<function>" a test that runs the command (or the script
@@ -116,7 +114,7 @@ def test_every_module_is_in_the_package_map():
         named.add(str(Path(row[0]).parent / row[1]))
     modules = {_rel(p) for p in (REPO / "ifqa_loss").rglob("*.py")}
     assert modules - named == set(), "modules missing from the README's package map"
-    assert named - modules - PENDING == set(), "the package map names modules that do not exist"
+    assert named - modules == set(), "the package map names modules that do not exist"
 
 
 # ---------------------------------------------------------------- the files the docs name
@@ -358,16 +356,14 @@ def test_links_resolve(doc):
             continue  # web links are not checked
         file, _, anchor = target.partition("#")
         path = (doc.parent / file) if file else doc
-        if file and _rel(path.resolve()) in PENDING and not path.exists():
-            continue
         if not path.exists():
             broken.append(target)
         elif anchor and path.suffix == ".md" and anchor not in _anchors(path):
             broken.append(f"{target} (no such heading)")
     for ref in REPO_PATH.findall(prose):
         file, _, func = ref.partition("::")
-        if "<" in ref or " " in file or (file in PENDING and not (REPO / file).exists()):
-            continue  # a pattern such as tests/<file>::<test>, a command, or a file still being added
+        if "<" in ref or " " in file:
+            continue  # a pattern such as tests/<file>::<test>, or a command
         if not (list(REPO.glob(file.rstrip("/"))) if "*" in file else (REPO / file.rstrip("/")).exists()):
             broken.append(ref)
         elif func:
