@@ -4,6 +4,10 @@ Pipeline per sample (each stage applied with its own probability):
 Gaussian or motion blur -> downsample x1-x8 and resize back -> [unsharp mask] -> Gaussian or Poisson noise
 -> JPEG q30-95. The unsharp mask (over-sharpening, as camera pipelines and scanners apply it) is off by default.
 Images are (N, 3, H, W) float in [0, 1]; everything but the PIL JPEG backend runs on the input's device.
+
+:class:`Degrader` draws these at random for training. :func:`degrade` and :func:`sharpen` apply one kind at one
+level to a whole batch, deterministically, for the severity sweeps of the benchmarks and the demo; they are the
+same per-sample functions with every sample given the same level.
 """
 from __future__ import annotations
 
@@ -81,10 +85,11 @@ def down_up(x: torch.Tensor, scale: torch.Tensor, modes: list[str]) -> torch.Ten
     return torch.cat(out).clamp(0, 1)
 
 
-def gaussian_noise(x: torch.Tensor, sigma: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    """Additive Gaussian noise, sigma (N,) in 8-bit levels, colour or gray at random."""
+def gaussian_noise(x: torch.Tensor, sigma: torch.Tensor, gen: torch.Generator, p_gray: float = 0.3) -> torch.Tensor:
+    """Additive Gaussian noise, sigma (N,) in 8-bit levels; a ``p_gray`` share of the samples (at random) get
+    the same noise in every channel, the others colour noise."""
     noise = torch.randn(x.shape, generator=gen).to(x)
-    gray = _bernoulli(x.shape[0], 0.3, gen).to(x.device)
+    gray = _bernoulli(x.shape[0], p_gray, gen).to(x.device)
     noise = torch.where(gray[:, None, None, None], noise[:, :1].expand_as(noise), noise)
     return (x + noise * (sigma.to(x) / 255.0)[:, None, None, None]).clamp(0, 1)
 
@@ -113,6 +118,63 @@ def jpeg_pil(x: torch.Tensor, quality: torch.Tensor) -> torch.Tensor:
 def jpeg_kornia(x: torch.Tensor, quality: torch.Tensor) -> torch.Tensor:
     """kornia's differentiable JPEG, batched on the device."""
     return kornia.enhance.jpeg_codec_differentiable(x.clamp(0, 1), quality.to(x))
+
+
+# ---------------------------------------------------------------- deterministic sweeps (one level per batch)
+
+#: The kinds :func:`degrade` applies and what their level means.
+SWEEP_KINDS = {
+    "blur": "Gaussian blur sigma (px)",
+    "noise": "colour Gaussian noise sigma (8-bit levels)",
+    "jpeg": "JPEG quality (PIL, 4:2:0)",
+    "downup": "factor of an antialiased bilinear downsample, resized back bicubic",
+    "mixed": "level L in 1..5: blur 0.4 L, then down-up 1 + 0.5 L, then noise 2.5 L, then JPEG 95 - 12 L",
+}
+
+
+def _full(x: torch.Tensor, value: float, device=None) -> torch.Tensor:
+    return torch.full((x.shape[0],), float(value), device=device)
+
+
+def degrade(x: torch.Tensor, kind: str, level: float, seed: int = 0) -> torch.Tensor:
+    """Degrade every image of a batch by one kind at one level (:data:`SWEEP_KINDS`), deterministically.
+
+    The noise (the only random part) comes from a generator seeded with ``seed``, so a sweep is repeatable.
+
+    Args:
+        x: (N, 3, H, W) float in [0, 1].
+        kind: a key of :data:`SWEEP_KINDS`. level: what the kind's entry says (JPEG quality is rounded).
+    Returns:
+        (N, 3, H, W) float in [0, 1].
+
+    Example:
+        >>> import torch
+        >>> from ifqa_loss.train.degradations import degrade
+        >>> x = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+        >>> degrade(x, "mixed", 3, seed=1).shape
+        torch.Size([2, 3, 64, 64])
+        >>> bool((degrade(x, "noise", 10.0, seed=1) == degrade(x, "noise", 10.0, seed=1)).all())
+        True
+    """
+    if kind == "blur":
+        return gaussian_blur(x, _full(x, level, x.device))
+    if kind == "noise":
+        return gaussian_noise(x, _full(x, level), torch.Generator().manual_seed(seed), p_gray=0.0)
+    if kind == "jpeg":
+        return jpeg_pil(x, _full(x, round(level)).int())
+    if kind == "downup":
+        return down_up(x, _full(x, level), ["bicubic"] * x.shape[0])
+    if kind == "mixed":
+        y = degrade(x, "blur", 0.4 * level)
+        y = degrade(y, "downup", 1.0 + 0.5 * level)
+        y = degrade(y, "noise", 2.5 * level, seed)
+        return degrade(y, "jpeg", 95 - 12 * level)
+    raise ValueError(f"unknown degradation kind {kind!r}; expected one of {sorted(SWEEP_KINDS)}")
+
+
+def sharpen(x: torch.Tensor, radius: float, amount: float) -> torch.Tensor:
+    """Unsharp-mask every image of a batch with one radius (Gaussian sigma, px) and amount (:func:`unsharp_mask`)."""
+    return unsharp_mask(x, _full(x, radius), _full(x, amount))
 
 
 class Degrader:
