@@ -1,10 +1,16 @@
 """Quality benchmark: does the score track degradation severity, separate real LQ faces, and focus on
 eyes/nose/mouth?  Prints tables and writes JSON; baselines are computed in the same run.
 
+Every IFQA score here is what ``ifqa score`` computes: :meth:`ifqa_loss.IFQA.score_images` on 8-bit images.
+Section (2) scores the files themselves, at their own sizes; the others build 256x256 test faces with the
+library's resize policy (:func:`ifqa_loss.io.load_folder`), degrade them with
+:mod:`ifqa_loss.train.degradations`, round them to 8 bits as a saved file would be, and score those.
+The classical baselines (Laplacian variance, Tenengrad) see the same 8-bit 256x256 faces.
+
   (1) severity: 5 increasing levels of blur, noise, JPEG, down-up sampling and a mix on hq_eval;
       per image, Spearman(score, level); mean per type (-1 = score falls as severity rises).
   (2) real LQ: ROC AUC separating hq_eval from real low-quality crops (lq_real), and per crop how many
-      HQ faces score at or below it (the pairs the AUC loses).
+      HQ faces score at or below it (the pairs the AUC loses). The JSON keeps each file's IFQA score.
   (3) primary regions: mean score drop when only eyes, nose and mouth are degraded, divided by the drop
       when the same area elsewhere on the face is degraded the same way.
   (4) over-sharpening (a diagnostic, no target): share of faces whose blurred-then-unsharp-masked version
@@ -12,85 +18,45 @@ eyes/nose/mouth?  Prints tables and writes JSON; baselines are computed in the s
   (5) mirror consistency (a diagnostic, no target): how much the score of a face changes when it is mirrored
       left-right, in units of the spread of the clean faces' scores, and the correlation of the two scores.
 
+Spearman is scipy's ``spearmanr``; the ROC AUC is scipy's Mann-Whitney U over the number of pairs (ties count
+half; torchmetrics' ``binary_auroc`` would squash the baselines' scores, which exceed 1, through a sigmoid).
+
 Usage: python benchmarks/quality.py [--weights ifqa-lite] [--subset N] [--out FILE]
 """
 from __future__ import annotations
 
 import argparse
-import io
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
+from scipy.stats import mannwhitneyu, spearmanr
 
 from common import RESULTS, SHARED, machine, print_table, require, write_json
-
 from ifqa_loss import IFQA
-from ifqa_loss.io import load_image
+from ifqa_loss.io import list_images, load_folder, to_float, to_uint8
 from ifqa_loss.regions import boxes_from_landmarks, region_masks
+from ifqa_loss.train.degradations import degrade, sharpen
 
 SIZE = 256
+DATA = SHARED / "data"
 LEVELS = {
     "blur": [0.8, 1.3, 1.9, 2.6, 3.5],  # Gaussian sigma (px at 256)
     "noise": [3.0, 6.0, 10.0, 15.0, 22.0],  # Gaussian sigma (8-bit levels)
     "jpeg": [85, 65, 45, 30, 18],  # quality
     "downup": [1.5, 2.0, 3.0, 4.0, 6.0],  # factor
-    "mixed": [1, 2, 3, 4, 5],  # all four at once, scaled by the level
+    "mixed": [1, 2, 3, 4, 5],  # all four at once, scaled by the level (ifqa_loss.train.degradations.SWEEP_KINDS)
 }
 LQ_SETS = ["codeformer_cropped", "gfpgan_cropped", "diffbir_aligned", "gpen_val_pairs/lq"]
-SHARPEN = {"blur": [1.0, 1.5], "amount": [1.0, 2.0, 4.0], "radius": 1.5}  # (4): blur sigma, then unsharp mask
+# (4): Gaussian blur sigma, then an unsharp mask of this radius and amount
+SHARPEN = {"blur_sigma": [1.0, 1.5], "unsharp_amount": [1.0, 2.0, 4.0], "unsharp_radius": 1.5}
 
 
-# ---------------------------------------------------------------- degradations (deterministic)
-
-
-def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
-    import kornia
-
-    k = 2 * int(np.ceil(3 * sigma)) + 1
-    return kornia.filters.gaussian_blur2d(x, (k, k), (sigma, sigma), border_type="reflect")
-
-
-def add_noise(x: torch.Tensor, sigma: float, seed: int) -> torch.Tensor:
-    g = torch.Generator().manual_seed(seed)
-    return (x + torch.randn(x.shape, generator=g) * sigma / 255.0).clamp(0, 1)
-
-
-def jpeg(x: torch.Tensor, quality: int) -> torch.Tensor:
-    out = []
-    for img in x:
-        buf = io.BytesIO()
-        Image.fromarray((img.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()).save(buf, "JPEG", quality=int(quality))
-        out.append(torch.from_numpy(np.array(Image.open(buf).convert("RGB"))).permute(2, 0, 1).float() / 255)
-    return torch.stack(out)
-
-
-def unsharp(x: torch.Tensor, radius: float, amount: float) -> torch.Tensor:
-    return (x + amount * (x - gaussian_blur(x, radius))).clamp(0, 1)
-
-
-def down_up(x: torch.Tensor, factor: float) -> torch.Tensor:
-    small = F.interpolate(x, scale_factor=1 / factor, mode="bilinear", antialias=True, align_corners=False)
-    return F.interpolate(small, size=x.shape[-2:], mode="bicubic", align_corners=False).clamp(0, 1)
-
-
-def degrade(x: torch.Tensor, kind: str, level, seed: int = 0) -> torch.Tensor:
-    if kind == "blur":
-        return gaussian_blur(x, level)
-    if kind == "noise":
-        return add_noise(x, level, seed)
-    if kind == "jpeg":
-        return jpeg(x, level)
-    if kind == "downup":
-        return down_up(x, level)
-    if kind == "mixed":
-        y = gaussian_blur(x, 0.4 * level)
-        y = down_up(y, 1.0 + 0.5 * level)
-        y = add_noise(y, 2.5 * level, seed)
-        return jpeg(y, 95 - 12 * level)
-    raise ValueError(kind)
+def degrade_8bit(faces: torch.Tensor, kind: str, level, seed: int = 0) -> torch.Tensor:
+    """(N, 3, H, W) uint8 faces degraded by ``kind`` at ``level``, rounded back to uint8."""
+    return to_uint8(degrade(to_float(faces), kind, level, seed))
 
 
 # ---------------------------------------------------------------- metrics
@@ -118,50 +84,36 @@ def tenengrad(x: torch.Tensor) -> torch.Tensor:
 
 
 def spearman(a: np.ndarray, b: np.ndarray) -> float:
-    def rank(v):
-        order = np.argsort(v, kind="stable")
-        r = np.empty(len(v))
-        r[order] = np.arange(len(v), dtype=float)
-        for val in np.unique(v):  # average ranks of ties
-            m = v == val
-            r[m] = r[m].mean()
-        return r
-
-    ra, rb = rank(np.asarray(a, float)), rank(np.asarray(b, float))
-    if ra.std() == 0 or rb.std() == 0:
+    """Spearman's rank correlation (scipy; ties get average ranks); 0 where either side is constant."""
+    if np.ptp(a) == 0 or np.ptp(b) == 0:
         return 0.0
-    return float(np.corrcoef(ra, rb)[0, 1])
+    return float(spearmanr(a, b).statistic)
 
 
 def roc_auc(pos: np.ndarray, neg: np.ndarray) -> float:
-    """Probability that a positive scores above a negative (ties count half)."""
-    pos, neg = np.asarray(pos)[:, None], np.asarray(neg)[None, :]
-    return float((pos > neg).mean() + 0.5 * (pos == neg).mean())
+    """Probability that a positive scores above a negative, ties counting half: Mann-Whitney U / pairs (scipy)."""
+    return float(mannwhitneyu(pos, neg).statistic / (len(pos) * len(neg)))
 
 
-# ---------------------------------------------------------------- data
+# ---------------------------------------------------------------- data and scorers
 
 
-def load_dir(folder, names=None, limit=None):
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
-    if names is not None:
-        files = [p for p in files if p.name in names]
-    files = files[:limit] if limit else files
-    imgs = []
-    for p in files:
-        x = load_image(p)[None].float() / 255
-        imgs.append(F.interpolate(x, size=(SIZE, SIZE), mode="bilinear", antialias=True, align_corners=False).clamp(0, 1))
-    return [p.name for p in files], torch.cat(imgs)
-
-
-def make_scorers(weights, backbone, device):
+def make_scorers(weights, backbone, device, batch_size: int = 16):
+    """The model and the scorers: each takes 8-bit images, a (N, 3, H, W) uint8 batch (or, for ``ifqa``, a list of
+    files or uint8 images of any sizes), and returns (N,) scores on the CPU."""
     model = IFQA(backbone=backbone, weights=weights).to(device)
 
-    @torch.inference_mode()
-    def ifqa(x: torch.Tensor) -> torch.Tensor:
-        return torch.cat([model(b.to(device)).score.cpu() for b in x.split(16)])
+    def ifqa(images) -> torch.Tensor:
+        return model.score_images(list(images), batch_size=batch_size).score.cpu()
 
-    return model, {"ifqa": ifqa, "laplacian_var": laplacian_variance, "tenengrad": tenengrad}
+    return model, {"ifqa": ifqa, "laplacian_var": lambda u8: laplacian_variance(to_float(u8)),
+                   "tenengrad": lambda u8: tenengrad(to_float(u8))}
+
+
+def real_lq_files() -> list[tuple[str, Path]]:
+    """``(set/name, path)`` of every lq_real crop, set by set."""
+    return [(f"{lq_set}/{p.name}", p) for lq_set in LQ_SETS
+            for p in list_images(require(DATA / "lq_real" / lq_set, lq_set))]
 
 
 def control_boxes(boxes: torch.Tensor) -> torch.Tensor:
@@ -184,17 +136,19 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_grad_enabled(False)
     t0 = time.perf_counter()
-    hq_dir = require(SHARED / "data" / "hq_eval", "hq_eval")
-    names, hq = load_dir(hq_dir, limit=args.subset)
+    hq_dir = require(DATA / "hq_eval", "hq_eval")
+    hq_files = list_images(hq_dir, limit=args.subset)
+    names, hq = load_folder(hq_dir, size=SIZE, names=[p.name for p in hq_files])  # uint8 (N, 3, 256, 256)
     model, scorers = make_scorers(args.weights, args.backbone, args.device)
-    print(f"IFQA {model.backbone} ({model.weights_source}) on {len(names)} hq_eval faces at {SIZE}x{SIZE}")
+    print(f"IFQA {model.backbone} ({model.weights_source}) on {len(names)} hq_eval faces; 8-bit {SIZE}x{SIZE} test "
+          "faces (library resize), real-LQ section on the files as ifqa score reads them")
 
     # (1) severity ranking
     severity = {m: {} for m in scorers}
     for kind, levels in LEVELS.items():
         scores = {m: [] for m in scorers}
         for li, level in enumerate(levels):
-            y = degrade(hq, kind, level, seed=li)
+            y = degrade_8bit(hq, kind, level, seed=li)
             for m, f in scorers.items():
                 scores[m].append(f(y).numpy())
         for m in scorers:
@@ -204,17 +158,15 @@ def main() -> None:
     rows = [[m] + [severity[m][k]["mean_spearman"] for k in LEVELS] for m in scorers]
     print_table("(1) mean per-image Spearman(score, severity); -1 = perfect", ["metric", *LEVELS], rows)
 
-    # (2) real-world LQ
-    lq_root = SHARED / "data" / "lq_real"
-    lq_names, lq = [], []
-    for lq_set in LQ_SETS:
-        crop_names, x = load_dir(require(lq_root / lq_set, lq_set))
-        lq_names += [f"{lq_set}/{name}" for name in crop_names]
-        lq.append(x)
-    lq = torch.cat(lq)
+    # (2) real-world LQ: IFQA on the files at their own sizes (ifqa score's path), baselines on the 8-bit 256 faces
+    lq_names, lq_files = zip(*real_lq_files())
+    lq = torch.cat([load_folder(DATA / "lq_real" / lq_set, size=SIZE)[1] for lq_set in LQ_SETS])
+    hq_ifqa, lq_ifqa = scorers["ifqa"](hq_files), scorers["ifqa"](lq_files)
+    per_file = {**{f"hq_eval/{n}": float(v) for n, v in zip(names, hq_ifqa)},
+                **{f"lq_real/{n}": float(v) for n, v in zip(lq_names, lq_ifqa)}}
     auc = {}
     for m, f in scorers.items():
-        hq_s, lq_s = f(hq).numpy(), f(lq).numpy()
+        hq_s, lq_s = (hq_ifqa.numpy(), lq_ifqa.numpy()) if m == "ifqa" else (f(hq).numpy(), f(lq).numpy())
         # the LQ crops that cost AUC: how many HQ faces score at or below each one
         beaten = sorted(((name, int((hq_s <= v).sum())) for name, v in zip(lq_names, lq_s)), key=lambda t: -t[1])
         auc[m] = {"auc": roc_auc(hq_s, lq_s), "hq_mean": float(hq_s.mean()), "lq_mean": float(lq_s.mean()),
@@ -228,7 +180,7 @@ def main() -> None:
     with np.load(hq_dir / "landmarks68.npz") as z:
         lm = {str(n): torch.from_numpy(z["landmarks"][i].astype(np.float32)) for i, n in enumerate(z["names"])}
     keep = [i for i, n in enumerate(names) if n in lm]
-    x = hq[keep]
+    x = to_float(hq[keep])
     boxes = boxes_from_landmarks(torch.stack([lm[names[i]] for i in keep]), 512)
     primary = region_masks(boxes, SIZE)
     control = region_masks(control_boxes(boxes), SIZE) * (1 - primary)
@@ -236,29 +188,30 @@ def main() -> None:
     for kind, level in [("blur", 2.6), ("noise", 15.0), ("jpeg", 30), ("mixed", 3)]:
         y = degrade(x, kind, level, seed=7)
         for m, f in scorers.items():
-            base = f(x)
-            d_p = (base - f(x * (1 - primary) + y * primary)).mean().item()
-            d_c = (base - f(x * (1 - control) + y * control)).mean().item()
+            base = f(hq[keep])
+            d_p = (base - f(to_uint8(x * (1 - primary) + y * primary))).mean().item()
+            d_c = (base - f(to_uint8(x * (1 - control) + y * control))).mean().item()
             region[m][kind] = {"drop_primary": d_p, "drop_control": d_c,
                                "ratio": d_p / d_c if d_c > 0 else float("inf") if d_p > 0 else float("nan")}
     area = {"primary_px": float(primary.sum((1, 2, 3)).mean()), "control_px": float(control.sum((1, 2, 3)).mean())}
     print_table(f"(3) score drop, primary regions / same area elsewhere ({len(keep)} faces; mean area "
-                f"{area['primary_px']:.0f} vs {area['control_px']:.0f} px)", ["metric", "blur", "noise", "jpeg", "mixed"],
-                [[m] + [region[m][k]["ratio"] for k in ("blur", "noise", "jpeg", "mixed")] for m in scorers])
+                f"{area['primary_px']:.0f} vs {area['control_px']:.0f} px)", ["metric", *region["ifqa"]],
+                [[m] + [r["ratio"] for r in region[m].values()] for m in scorers])
 
     # (4) over-sharpening
-    sharpen = {m: {} for m in scorers}
+    sharpen_share = {m: [] for m in scorers}
     clean = {m: f(hq) for m, f in scorers.items()}
-    for sigma in SHARPEN["blur"]:
-        soft = gaussian_blur(hq, sigma)
-        for amount in SHARPEN["amount"]:
-            y = unsharp(soft, SHARPEN["radius"], amount)
+    for sigma in SHARPEN["blur_sigma"]:
+        soft = degrade(to_float(hq), "blur", sigma)
+        for amount in SHARPEN["unsharp_amount"]:
+            y = to_uint8(sharpen(soft, SHARPEN["unsharp_radius"], amount))
             for m, f in scorers.items():
-                sharpen[m][f"blur {sigma} + unsharp {amount}"] = float((f(y) >= clean[m]).float().mean())
-    settings = list(sharpen["ifqa"])
+                sharpen_share[m].append({"blur_sigma": sigma, "unsharp_amount": amount,
+                                         "share_at_or_above_clean": float((f(y) >= clean[m]).float().mean())})
+    settings = [f"blur {e['blur_sigma']} + unsharp {e['unsharp_amount']}" for e in sharpen_share["ifqa"]]
     print_table(f"(4) share of faces scoring at or above their clean version after blur + unsharp mask (radius "
-                f"{SHARPEN['radius']}); 0 = never fooled", ["metric", *settings],
-                [[m] + [sharpen[m][k] for k in settings] for m in scorers])
+                f"{SHARPEN['unsharp_radius']}); 0 = never fooled", ["metric", *settings],
+                [[m] + [e["share_at_or_above_clean"] for e in sharpen_share[m]] for m in scorers])
 
     # (5) mirror consistency
     mirror = {}
@@ -274,18 +227,19 @@ def main() -> None:
         "severity_worst_type": {m: max(v["mean_spearman"] for v in severity[m].values()) for m in scorers},
         "auc": {m: auc[m]["auc"] for m in scorers},
         "region_ratio_mixed": {m: region[m]["mixed"]["ratio"] for m in scorers},
-        "sharpened_at_or_above_clean_worst": {m: max(sharpen[m].values()) for m in scorers},
+        "sharpened_at_or_above_clean_worst": {m: max(e["share_at_or_above_clean"] for e in sharpen_share[m])
+                                              for m in scorers},
     }
     print_table("summary (acceptance: worst-type Spearman <= -0.95, AUC >= 0.95, region ratio >= 1.5)",
                 ["metric", "worst Spearman", "AUC", "region ratio (mixed)"],
                 [[m, summary["severity_worst_type"][m], summary["auc"][m], summary["region_ratio_mixed"][m]]
                  for m in scorers])
-    write_json(__import__("pathlib").Path(args.out), {
+    write_json(Path(args.out), {
         "model": {"backbone": model.backbone, "weights": model.weights_source}, "images": len(names),
         "lq_images": len(lq_names),
-        "levels": LEVELS, "severity": severity, "real_lq": auc, "regions": region, "region_area": area,
-        "sharpen_levels": SHARPEN, "over_sharpening": sharpen, "mirror": mirror,
-        "summary": summary, "machine": machine(), "seconds": round(time.perf_counter() - t0, 1),
+        "levels": LEVELS, "severity": severity, "real_lq": auc, "ifqa_score_per_file": per_file,
+        "regions": region, "region_area": area, "sharpen_levels": SHARPEN, "over_sharpening": sharpen_share,
+        "mirror": mirror, "summary": summary, "machine": machine(), "seconds": round(time.perf_counter() - t0, 1),
     })
 
 

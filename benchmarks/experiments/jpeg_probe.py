@@ -7,13 +7,18 @@ On hq_eval at quality.py's 5 JPEG levels, per image, Spearman(statistic, level),
   * the same blockiness on each channel of the model's own first block: after its 3x3 convolution and
     pool (3 channels), and at the block's output (widths[0] channels). The best channel is shown.
 Blockiness near +1 while the score is far from -1 means the first block passes the signal on and the later
-layers do not use it. Prints a table and writes JSON.
+layers do not use it. Prints a table and writes JSON (benchmarks/results/jpeg_probe.json).
 
-Usage: python benchmarks/jpeg_probe.py [--weights ifqa-lite] [--subset N] [--out FILE]
+The faces are quality.py's: 256x256 with the library's resize policy, JPEG-compressed by
+:func:`ifqa_loss.train.degradations.degrade` (8-bit, as files). An experiment on the model's insides, not a benchmark:
+the score here is the map's mean from the network itself, which equals :meth:`ifqa_loss.IFQA.score_images` at 256.
+
+Usage: python benchmarks/experiments/jpeg_probe.py [--weights ifqa-lite] [--subset N] [--out FILE]
 """
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
@@ -21,17 +26,22 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from common import RESULTS, SHARED, machine, print_table, require, write_json
-from quality import LAPLACIAN, LEVELS, degrade, load_dir, luma, spearman
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: common, quality
 
-from ifqa_loss import IFQA
+from quality import LAPLACIAN, LEVELS, SIZE, degrade_8bit, luma, spearman  # noqa: E402
+
+from common import RESULTS, SHARED, machine, print_table, require, write_json  # noqa: E402
+from ifqa_loss import IFQA  # noqa: E402
+from ifqa_loss.io import load_folder, to_float  # noqa: E402
+
 
 def boundary_share(f: torch.Tensor) -> torch.Tensor:
     """(N, C, H, W) maps at half the JPEG resolution -> (N, C): mean |f| on rows and columns of phase 3 of
     4 (the 8x8 block boundaries after a 2x pool) over the mean on the other phases. The outer 4 rows and
     columns are left out: padding at the image border would otherwise count as a boundary."""
     if f.shape[-1] % 4 or f.shape[-2] % 4 or min(f.shape[-2:]) < 12:
-        raise ValueError(f"boundary_share needs maps with sides that are multiples of 4 and at least 12, got {tuple(f.shape)}")
+        raise ValueError("boundary_share needs maps with sides that are multiples of 4 and at least 12, "
+                         f"got {tuple(f.shape)}")
     a = f.abs()[..., 4:-4, 4:-4]
     n, c, h, w = a.shape
     per_phase = a.mean(2).view(n, c, w // 4, 4).mean(2) + a.mean(3).view(n, c, h // 4, 4).mean(2)
@@ -55,9 +65,9 @@ def statistics(net, x: torch.Tensor) -> dict[str, torch.Tensor]:
     pooled = F.avg_pool2d(block.conv1(F.leaky_relu(block.norm1(z), 0.2)), 2)
     return {
         "score": net(z).mean(dim=(1, 2, 3)),
-        "fixed Laplacian, pooled": fixed_blockiness(x),
-        "first block, conv + pool": boundary_share(high_pass(pooled)),
-        "first block, output": boundary_share(high_pass(block(z))),
+        "fixed_laplacian_pooled": fixed_blockiness(x),
+        "first_block_conv_pool": boundary_share(high_pass(pooled)),
+        "first_block_output": boundary_share(high_pass(block(z))),
     }
 
 
@@ -73,11 +83,11 @@ def main() -> None:
     if not hasattr(model.net, "encoder128"):
         raise SystemExit(f"the JPEG probe needs a U-Net backbone (lite or cnn), got {model.backbone!r}")
     net = model.net.eval()
-    names, hq = load_dir(require(SHARED / "data" / "hq_eval", "hq_eval"), limit=args.subset)
+    names, hq = load_folder(require(SHARED / "data" / "hq_eval", "hq_eval"), size=SIZE, limit=args.subset)
     levels = LEVELS["jpeg"]
     per_level = []
     for q in levels:
-        y = degrade(hq, "jpeg", q)
+        y = to_float(degrade_8bit(hq, "jpeg", q))
         stats = [statistics(net, b) for b in y.split(16)]
         per_level.append({k: torch.cat([s[k] for s in stats]) for k in stats[0]})
     result = {}
@@ -88,7 +98,8 @@ def main() -> None:
         best = int(np.argmax(np.abs(rho)))
         result[key] = {"per_channel": rho, "best_channel": best, "best": rho[best]}
     print_table(f"JPEG probe: mean per-image Spearman with quality levels {levels} on {len(names)} hq_eval faces "
-                "(score: -1 is perfect; blockiness: +1 is perfect)", ["statistic", "channels", "best channel", "Spearman"],
+                "(score: -1 is perfect; blockiness: +1 is perfect)",
+                ["statistic", "channels", "best channel", "Spearman"],
                 [[k, len(v["per_channel"]), v["best_channel"], v["best"]] for k, v in result.items()])
     write_json(Path(args.out), {"model": {"backbone": model.backbone, "weights": model.weights_source},
                                 "images": len(names), "levels": levels, "probes": result, "machine": machine(),
