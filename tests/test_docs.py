@@ -53,6 +53,14 @@ ELSEWHERE = {
                                               "../shared/data; the test runs a subset"),
     "python benchmarks/jpeg_probe.py": ("tests/test_jpeg_probe.py::test_probe_runs_on_the_bundled_model",
                                         "../shared/data"),
+    "ifqa align": ("tests/test_cli_faces.py::test_align_writes_crops_and_landmarks",
+                   "needs the faces extra; the test aligns a public-domain photo"),
+    "python benchmarks/faces_speed.py": ("tests/test_faces.py::test_faces_speed_benchmark_runs",
+                                         "../shared/data; the test times one round on two photos"),
+    "make test-integrations": ("make:test-integrations", "its own venv with torchvision and basicsr"),
+    "torchrun --nproc_per_node 2 -m ifqa_loss score": (
+        "tests/test_cli_distributed.py::test_two_processes_write_the_same_bytes_as_one",
+        "two processes; the test compares their output with one process's, byte for byte"),
     "torchrun": ("tests/test_distributed.py::test_train_under_torchrun_gloo",
                  "two processes; the ifqa train part of the command is also checked here"),
 }
@@ -140,6 +148,11 @@ def docs_dir(tmp_path_factory) -> Path:
 
     root = tmp_path_factory.mktemp("docs") / "work"
     _write_png(root / "face.png", (300, 260), 0)
+    with contextlib.suppress(ImportError):  # a photo with a face for the --detect examples (NASA, public domain)
+        from PIL import Image
+        from skimage import data
+
+        Image.fromarray(data.astronaut()).save(root / "photo.jpg", quality=95)
     for i, size in enumerate([(256, 256), (120, 90), (512, 400)]):
         _write_png(root / "photos" / f"img{i}.png", size, i + 1)
     _write_png(root / "photos" / "older" / "img3.png", (64, 64), 4)
@@ -189,8 +202,19 @@ def injected() -> dict:
 INJECTED = set(injected())
 
 
+def _needs_faces() -> None:
+    """Skip examples of ``ifqa_loss.faces`` detection without the faces extra, or without the photo they name."""
+    from ifqa_loss.faces import faces_available
+
+    if not faces_available():
+        pytest.skip('the faces extra is not installed: pip install "ifqa-loss[faces]"')
+    pytest.importorskip("skimage", reason="the face examples use scikit-image's astronaut photo")
+
+
 @pytest.mark.parametrize("doc,line,code", PYTHON_BLOCKS, ids=[f"{d.name}:{n}" for d, n, _ in PYTHON_BLOCKS])
 def test_python_block_runs(doc, line, code, docs_dir, monkeypatch):
+    if "ifqa_loss.faces" in code:
+        _needs_faces()
     monkeypatch.chdir(docs_dir)
     namespace = {"__name__": "__docs__", **injected()}
     before = {k: v for k, v in namespace.items() if isinstance(v, torch.nn.Module)}
@@ -283,6 +307,8 @@ TRAIN = [(d, n, a) for d, n, a in COMMANDS if (_ifqa_argv(a) or [None])[0] == "t
 def test_score_command_runs(doc, line, argv, docs_dir, monkeypatch, capsys):
     from ifqa_loss import cli
 
+    if "--detect" in argv:
+        _needs_faces()
     monkeypatch.chdir(docs_dir)
     args = _ifqa_argv(argv)
     for out in ("scores.csv", "maps"):
