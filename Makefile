@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test test-fast lint demo bench quality clean
+.PHONY: install test test-fast test-integrations lint demo bench quality clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -25,6 +25,23 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow" tests ifqa_loss
 
+# tests/integrations in their own venv: basicsr needs torchvision, which does not import beside torch 2.13.0.
+# torch 2.14.1 and torchvision 0.29.1 come from this machine's disk; basicsr-fixed is PyPI's basicsr 1.4.2 with
+# the import that newer torchvision removed (functional_tensor) fixed.
+INT_VENV := .venv-integrations
+INT_STAMP := $(INT_VENV)/.installed
+
+$(INT_STAMP): pyproject.toml
+	$(PY) -m venv $(INT_VENV)
+	$(INT_VENV)/bin/pip install --quiet --upgrade pip
+	$(INT_VENV)/bin/pip install --quiet torch==2.14.1 torchvision==0.29.1
+	$(INT_VENV)/bin/pip install --quiet basicsr-fixed==1.4.2
+	$(INT_VENV)/bin/pip install --quiet -e ".[basicsr]" "pytest>=7"
+	touch $(INT_STAMP)
+
+test-integrations: $(INT_STAMP)
+	$(INT_VENV)/bin/python -m pytest -q -p no:cacheprovider tests/integrations
+
 lint: $(STAMP)
 	$(BIN)/ruff check ifqa_loss tests benchmarks examples fuzz
 
@@ -38,4 +55,4 @@ quality: $(STAMP)
 	$(BIN)/python benchmarks/quality.py
 
 clean:
-	rm -rf $(VENV) demo_out .pytest_cache
+	rm -rf $(VENV) $(INT_VENV) demo_out .pytest_cache

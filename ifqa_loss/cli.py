@@ -17,6 +17,7 @@ from typing import Iterator, NamedTuple
 
 import numpy as np
 
+from . import __version__
 from .cpu_memory import reuse_freed_memory
 from .io import find_images
 
@@ -30,6 +31,7 @@ class UsageError(Exception):
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ifqa", description="IFQA face-quality assessment.")
+    p.add_argument("--version", action="version", version=f"ifqa {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("score", help="score face images (files or folders)")
