@@ -119,6 +119,20 @@ def test_rule_on_avx512_keeps_winograd_to_8x8_maps_without_gradient(monkeypatch,
     assert ("narrow", 16, 1, 256) in scoring
 
 
+def test_bf16_rule_on_avx512_keeps_only_the_wide_narrow_layer(monkeypatch):
+    """Under CPU bf16 autocast on AVX-512: no Winograd (not even on 8x8 maps when scoring), the narrow kernel
+    only from 64 inputs (cnn's output layer, not a 16 -> 1 one), the fused decoder as everywhere."""
+    _rule(monkeypatch, "AVX512")
+    torch.manual_seed(0)
+    x = torch.rand(1, 3, 256, 256) * 2 - 1
+    for widths, narrow in (((16, 8, 16, 256, 256), False), ((64, 8, 16, 256, 256), True)):
+        net = UNetDiscriminator(widths=widths, num_bottleneck=1).eval().requires_grad_(False)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            taken = _paths(net, x, grad=False)
+        assert {t[0] for t in taken} == ({"fused_upsample", "narrow"} if narrow else {"fused_upsample"})
+        assert [t for t in _paths(net, x, grad=False) if t[0] == "winograd"]  # fp32 scoring: still on
+
+
 def test_rule_on_an_unmeasured_cpu_keeps_only_the_fused_upsample(monkeypatch, wide_net):
     _rule(monkeypatch, "DEFAULT")
     taken = _paths(wide_net, torch.rand(1, 3, 64, 64), grad=False)
@@ -181,7 +195,7 @@ def test_winograd_layers_match_direct_convolution_and_track_weight_updates(monke
     x = torch.rand(2, 3, 64, 64) * 2 - 1
     with torch.inference_mode():
         fast = net(x)
-        assert calls and all(max(s[-2:]) <= K.CPU_RULES["AVX2"].winograd_max_side for s in calls)
+        assert calls and all(max(s[-2:]) <= K.CPU_RULES["AVX2"].fp32.winograd_max_side for s in calls)
         net.winograd = False
         n_calls = len(calls)
         direct = net(x)
