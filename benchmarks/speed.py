@@ -9,11 +9,15 @@ Prints tables and writes JSON. Every ratio compares numbers measured in this one
 - CPU fast paths (ifqa_loss/models/_cpu_kernels.py): each kernel against PyTorch's convolution on the
   U-Net's own layer shapes, and each switch (fused upsample, Winograd, narrow output layer, channels_last)
   on vs off for the whole network, interleaved. docs/speed.md reads its rules from these.
+- CPU bf16 (--bf16): the fp32 and bf16 matmul peaks, whether bf16 is native (AVX512-BF16/AMX), bf16 autocast
+  against fp32 for score and loss (interleaved), bf16 + model.compile() (--compile), the score error on real
+  faces, each kernel and switch under bf16, and cnn's bf16 scoring as a fraction of the bf16 matmul peak.
 
 Timings are torch.utils.benchmark medians. The JSON records the CPU (model name, ISA flags, the
 capability PyTorch dispatches on); its keys and its mode/variant names are identifiers.
 
-Usage: python benchmarks/speed.py [--backbones lite cnn] [--quick] [--fast-paths-only] [--out FILE]
+Usage: python benchmarks/speed.py [--backbones lite cnn] [--quick] [--fast-paths-only] [--bf16 [--compile]]
+       [--out FILE]
 Without --out, a complete run (default backbones and batch sizes, not --quick) writes
 benchmarks/results/speed.json and any other run benchmarks/results/speed_partial.json.
 """
@@ -246,12 +250,17 @@ NARROW_LAYERS = [(64, 1, 256), (16, 1, 256), (8, 1, 256), (64, 4, 256)]
 UPSAMPLE_LAYERS = [(1024, 1024, 8), (512, 512, 16), (256, 256, 32), (128, 128, 64), (64, 64, 128), (8, 8, 128)]
 
 
-def layer_ab(min_time: float, batch: int = 8) -> list[dict]:
+def layer_ab(min_time: float, batch: int = 8, bf16: bool = False) -> list[dict]:
     """Each CPU kernel vs PyTorch's convolution on single layers, forward and forward+backward to the input
-    (the weights frozen, as in the loss): ms per call and speed-up."""
+    (the weights frozen, as in the loss): ms per call and speed-up.
+
+    ``bf16``: both sides under ``torch.autocast("cpu", torch.bfloat16)`` with bf16 inputs, weights and
+    kernels, as the library runs them there (its kernels and weights are cached as bf16 copies)."""
     g = torch.Generator().manual_seed(0)
     out = []
     K = _cpu_kernels
+    low = torch.bfloat16 if bf16 else torch.float32
+    tag = "_bf16" if bf16 else ""
 
     def plain_conv(w, b):
         return lambda x: F.conv2d(x, w, b, padding=1)
@@ -259,39 +268,45 @@ def layer_ab(min_time: float, batch: int = 8) -> list[dict]:
     cases = []
     for c_in, c_out, side in WINOGRAD_LAYERS:
         w, b = torch.randn(c_out, c_in, 3, 3, generator=g) * 0.02, torch.randn(c_out, generator=g)
-        k = K.winograd_kernel(w).contiguous()
+        k = K.winograd_kernel(w).contiguous().to(low)
+        w, b = w.to(low), b.to(low)
         cases.append(("winograd", c_in, c_out, side, plain_conv(w, b), lambda x, k=k, b=b: K.winograd_conv3x3(x, k, b)))
     for c_in, c_out, side in NARROW_LAYERS:
         w, b = torch.randn(c_out, c_in, 3, 3, generator=g) * 0.02, torch.randn(c_out, generator=g)
-        k = K.narrow_kernel(w).contiguous()
+        k = K.narrow_kernel(w).contiguous().to(low)
+        w, b = w.to(low), b.to(low)
         cases.append(("narrow", c_in, c_out, side, plain_conv(w, b), lambda x, k=k, b=b: K.narrow_conv3x3(x, k, b)))
     for c_in, c_out, side in UPSAMPLE_LAYERS:
         w, b = torch.randn(c_out, c_in, 3, 3, generator=g) * 0.02, torch.randn(c_out, generator=g)
-        k = K.transposed_kernel(w).contiguous()
+        k = K.transposed_kernel(w).contiguous().to(low)
+        w, b = w.to(low), b.to(low)
         cases.append(("fused_upsample", c_in, c_out, side,
                       lambda x, w=w, b=b: F.conv2d(F.interpolate(x, scale_factor=2.0, mode="nearest"), w, b, padding=1),
                       lambda x, k=k, b=b: F.conv_transpose2d(x, k, b, stride=2, padding=1)))
     for path, c_in, c_out, side, plain, fast in cases:
-        x = torch.randn(batch, c_in, side, side, generator=g)
+        x = torch.randn(batch, c_in, side, side, generator=g).to(low)
         xg = x.clone().requires_grad_(True)
 
         def fwd(f):
             def run():
-                with torch.inference_mode():
+                with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
                     f(x)
             return run
 
         def fwd_bwd(f):
             def run():
                 xg.grad = None
-                f(xg).sum().backward()
+                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                    y = f(xg)
+                y.float().sum().backward()
             return run
 
         for mode, wrap in (("layer_fwd", fwd), ("layer_fwd_bwd", fwd_bwd)):
             tp, tf = timeit(wrap(plain), min_time), timeit(wrap(fast), min_time)
-            out.append({"backbone": "layer", "batch": batch, "mode": mode, "variant": f"{path}_{c_in}_{c_out}_{side}",
-                        "path": path, "plain_ms": 1e3 * tp, "fast_ms": 1e3 * tf, "speedup": tp / tf})
-            print(f"  layer {path} {c_in}->{c_out} @{side} b{batch} {mode}: {1e3 * tp:.1f} -> {1e3 * tf:.1f} ms "
+            out.append({"backbone": "layer", "batch": batch, "mode": mode + tag,
+                        "variant": f"{path}_{c_in}_{c_out}_{side}", "path": path, "plain_ms": 1e3 * tp,
+                        "fast_ms": 1e3 * tf, "speedup": tp / tf})
+            print(f"  layer{tag} {path} {c_in}->{c_out} @{side} b{batch} {mode}: {1e3 * tp:.1f} -> {1e3 * tf:.1f} ms "
                   f"({tp / tf:.2f}x)", flush=True)
     return out
 
@@ -299,34 +314,52 @@ def layer_ab(min_time: float, batch: int = 8) -> list[dict]:
 #: Whole-network switches: the fast path's flag on the U-Net (or the memory format), on vs off.
 #: ``control`` switches nothing: its "speed-up" is this machine's noise floor for the comparison.
 NETWORK_SWITCHES = ("fused_upsample", "winograd", "narrow_conv", "channels_last", "control")
+#: Under bf16 also: the blocks' cached bf16 copies of the frozen weights (``FastPaths.bf16_weights``).
+BF16_SWITCHES = NETWORK_SWITCHES + ("bf16_weights",)
+
+
+def _set_blocks(model: IFQA, attr: str, on: bool) -> None:
+    for m in model.net.modules():
+        if isinstance(m, _cpu_kernels.FastPaths):
+            setattr(m, attr, on)
 
 
 def network_ab(model: IFQA, backbone: str, batch: int, rounds: int,
-               switches: tuple[str, ...] = NETWORK_SWITCHES) -> list[dict]:
+               switches: tuple[str, ...] = NETWORK_SWITCHES, bf16: bool = False,
+               channels_last: bool = False) -> list[dict]:
     """Each switch on vs off for the whole network, the others at their defaults, interleaved.
 
     ``speedup`` > 1: faster with the switch on, as the rule in ``_cpu_kernels.fast_path`` applies it on this
-    CPU. channels_last compares two copies of the model (converting one copy back and forth would be timed)."""
+    CPU. channels_last compares two copies of the model (converting one copy back and forth would be timed).
+    ``bf16``: both sides under ``torch.autocast("cpu", torch.bfloat16)`` (the bf16 rule applies), in
+    ``channels_last`` when asked (then the channels_last switch compares it with contiguous)."""
     size = model.native_size
     x = torch.rand(batch, 3, size, size, generator=torch.Generator().manual_seed(0))
-    prepare(model, {})
+    prepare(model, {"cl": channels_last})
     models = {False: model, True: model}
     out = []
+    suffix = "_bf16" if bf16 else ""
     for switch in switches:
         if switch == "winograd" and max(model.net.widths) < _cpu_kernels.WINOGRAD_MIN_CHANNELS:
             continue  # no layer is wide enough: on and off run the same code
         if switch == "channels_last":
-            models = {False: model, True: copy.deepcopy(model)}
+            models = {False: copy.deepcopy(model), True: model} if channels_last else {False: model,
+                                                                                       True: copy.deepcopy(model)}
+            prepare(models[False], {})
             prepare(models[True], {"cl": True})
 
         def setting(on, fn, switch=switch):
-            fmt = torch.channels_last if switch == "channels_last" and on else torch.contiguous_format
+            cl = on if switch == "channels_last" else channels_last
+            fmt = torch.channels_last if cl else torch.contiguous_format
             m, inp = models[on], x.contiguous(memory_format=fmt)
 
             def run():
-                if switch not in ("channels_last", "control"):
+                if switch == "bf16_weights":
+                    _set_blocks(m, "bf16_weights", on)
+                elif switch not in ("channels_last", "control"):
                     setattr(m.net, switch, on)
-                fn(m, inp)
+                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                    fn(m, inp)
             return run
 
         def score(m, inp):
@@ -338,13 +371,134 @@ def network_ab(model: IFQA, backbone: str, batch: int, rounds: int,
 
         for mode, fn in (("ab_score", score), ("ab_loss_fwd_bwd", loss)):
             r, t_off, t_on = interleaved(setting(False, fn), setting(True, fn), rounds=rounds)
-            out.append({"backbone": backbone, "batch": batch, "mode": mode, "variant": f"{switch}_on_vs_off",
+            out.append({"backbone": backbone, "batch": batch, "mode": mode + suffix, "variant": f"{switch}_on_vs_off",
                         "path": switch, "speedup": 1.0 / r, "off_ms": 1e3 * t_off, "on_ms": 1e3 * t_on,
                         "rounds": rounds})
-            print(f"  {backbone} b{batch} {mode}: {switch} on {1.0 / r:.3f}x off (interleaved)", flush=True)
-        if switch not in ("channels_last", "control"):
+            print(f"  {backbone} b{batch} {mode}{suffix}: {switch} on {1.0 / r:.3f}x off (interleaved)", flush=True)
+        if switch == "bf16_weights":
+            _set_blocks(model, "bf16_weights", True)
+        elif switch not in ("channels_last", "control"):
             setattr(model.net, switch, True)
+    prepare(model, {})
     return out
+
+
+# --- bf16 on the CPU (--bf16) ------------------------------------------------------------------------------
+
+def bf16_native(cpu: dict) -> bool:
+    """Whether the CPU computes bf16 products in hardware (AVX512-BF16 or AMX); elsewhere oneDNN emulates them."""
+    return bool(cpu.get("avx512_bf16") or cpu.get("amx_bf16"))
+
+
+def real_faces(size: int, n: int) -> torch.Tensor:
+    """``n`` held-out faces of ../shared at the native ``size`` (uniform noise if the data is absent)."""
+    from ifqa_loss.io import to_batch
+
+    src = SHARED / "data" / "faces256"
+    names = (src / "val.txt").read_text().split()[:n] if (src / "val.txt").exists() else []
+    if not names:
+        return torch.rand(n, 3, size, size, generator=torch.Generator().manual_seed(0))
+    return to_batch([str(src / "images" / f) for f in names], "vit" if size == 224 else "cnn")
+
+
+BF16_BATCH = {"lite": 32, "cnn": 8, "vit": 1}
+
+
+def bf16_cpu(tmp: Path, backbones: list[str], min_time: float, rounds: int, compile_: bool,
+             peak: float, bf16_peak: float, switches: tuple[str, ...] = BF16_SWITCHES) -> list[dict]:
+    """CPU bf16 autocast against fp32, per backbone at one batch size: scores' error on real faces, then
+    score and loss forward+backward as fp32 / fp32_channels_last / bf16 / bf16_channels_last (each bf16
+    variant interleaved with its fp32 one), bf16 + ``model.compile()``, each fast path on vs off under bf16,
+    and for ``cnn`` the best bf16 scoring interleaved with the bf16 matmul (its fraction of the bf16 peak)."""
+    out = []
+    n = 4096
+    a, b = torch.randn(n, n).bfloat16(), torch.randn(n, n).bfloat16()
+    for bb in backbones:
+        model = IFQA(backbone=bb, weights=weights_for(bb, tmp))
+        size, bs = model.native_size, BF16_BATCH.get(bb, 1)
+        faces = real_faces(size, 16 if bb != "vit" else 2)
+        with torch.inference_mode():
+            ref = model(faces).score
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                low = model(faces).score
+        err = float((ref - low).abs().max())
+        out.append({"backbone": bb, "mode": "bf16_score_error", "max_abs": err, "n_images": len(faces),
+                    "score_min": float(ref.min()), "score_max": float(ref.max()), "out_dtype": str(low.dtype)})
+        print(f"  {bb}: bf16 vs fp32 score, {len(faces)} real faces: max |error| {err:.2e}", flush=True)
+        x = torch.rand(bs, 3, size, size, generator=torch.Generator().manual_seed(0))
+        conv = bb in ("lite", "cnn")
+        fns = {}
+        for name, opts in (("fp32", {}), ("bf16", {"bf16": True})) + (
+                (("fp32_channels_last", {"cl": True}), ("bf16_channels_last", {"bf16": True, "cl": True}))
+                if conv else ()):
+            m = model if not opts.get("cl") else copy.deepcopy(model)
+            run, fmt = prepare(m, opts)
+            xi = x.contiguous(memory_format=fmt)
+            xg = xi.clone().requires_grad_(True)
+
+            def score(run=run, xi=xi):
+                with torch.inference_mode():
+                    run(xi)
+
+            def loss(run=run, xg=xg):
+                xg.grad = None
+                (1 - run(xg)).mean().backward()
+            fns[name] = {"score": score, "loss_fwd_bwd": loss}
+        flops = {}
+        for mode in ("score", "loss_fwd_bwd"):
+            flops[mode] = executed_flops(fns["bf16"][mode]) / bs  # the bf16 rule's paths
+            for fp, bf in (("fp32", "bf16"), ("fp32_channels_last", "bf16_channels_last"))[:2 if conv else 1]:
+                fl32 = executed_flops(fns[fp][mode]) / bs
+                r, t32, t16 = interleaved(fns[fp][mode], fns[bf][mode], rounds=rounds, min_time=min_time)
+                for name, sec, fl in ((fp, t32, fl32), (bf, t16, flops[mode])):
+                    out.append(_bf16_record(bb, bs, mode, name, sec, fl, peak, bf16_peak))
+                out.append({"backbone": bb, "batch": bs, "mode": f"ab_{mode}_bf16_vs_fp32", "variant": f"{bf}_vs_{fp}",
+                            "speedup": 1.0 / r, "rounds": rounds})
+                print(f"  {bb} b{bs} {mode}: {fp} {bs / t32:.2f} img/s, {bf} {bs / t16:.2f} img/s, "
+                      f"{1.0 / r:.2f}x interleaved", flush=True)
+        eager = [r for r in out if r["backbone"] == bb and r.get("mode") == "score" and r["variant"].startswith("bf16")]
+        best = max(eager, key=lambda r: r["images_per_s"])["variant"]
+        if bb == "cnn":  # the acceptance ratio: executed FLOPs against the bf16 matmul, interleaved
+            t_ratio = interleaved_ratio(lambda: a @ b, fns[best]["score"], rounds=5)
+            frac = flops["score"] * bs / (2.0 * n ** 3) / t_ratio
+            out.append({"backbone": bb, "batch": bs, "mode": "ab_score_vs_bf16_matmul", "variant": best,
+                        "executed_fraction": frac})
+            print(f"  cnn b{bs} score [{best}] vs bf16 matmul, interleaved: {frac:.3f} of the bf16 peak", flush=True)
+        if compile_ and conv:
+            opts = {"bf16": True, "cl": best == "bf16_channels_last", "compile": True}
+            run, fmt = prepare(model, opts)
+            xi = x.contiguous(memory_format=fmt)
+            xg = xi.clone().requires_grad_(True)
+
+            def c_score():
+                with torch.inference_mode():
+                    run(xi)
+
+            def c_loss():
+                xg.grad = None
+                (1 - run(xg)).mean().backward()
+            for mode, fn in (("score", c_score), ("loss_fwd_bwd", c_loss)):
+                t0 = time.perf_counter()
+                fn()
+                compile_s = time.perf_counter() - t0
+                rec = _bf16_record(bb, bs, mode, "bf16_compiled", timeit(fn, min_time), flops[mode], peak, bf16_peak)
+                rec["compile_s"], rec["channels_last"] = compile_s, opts["cl"]
+                out.append(rec)
+                print(f"  {bb} b{bs} {mode} [bf16_compiled]: {rec['images_per_s']:.2f} img/s "
+                      f"(first call {compile_s:.0f} s)", flush=True)
+            prepare(model, {})
+        if conv and switches:
+            out.extend(network_ab(model, bb, bs, max(2, rounds - 1), switches, bf16=True,
+                                  channels_last=best == "bf16_channels_last"))
+        model = fns = None
+    return out
+
+
+def _bf16_record(bb, bs, mode, variant, sec, flops, peak, bf16_peak) -> dict:
+    gf = flops * bs / sec / 1e9
+    return {"backbone": bb, "batch": bs, "mode": mode, "variant": variant, "images_per_s": bs / sec,
+            "ms_per_image": 1e3 * sec / bs, "flops_per_image": flops, "gflops_per_s": gf,
+            "fraction_of_fp32_peak": gf / peak, "fraction_of_bf16_peak": gf / bf16_peak}
 
 
 def variants(backbone: str, cpu: bool, compile_: bool) -> list[tuple[str, dict]]:
@@ -408,9 +562,12 @@ def main() -> None:
     ap.add_argument("--fast-paths-only", action="store_true",
                     help="CPU: only the fast-path comparisons (single layers, then each switch on the whole network)")
     ap.add_argument("--ab-rounds", type=int, default=3, help="rounds of each interleaved whole-network comparison")
-    ap.add_argument("--switches", nargs="+", choices=NETWORK_SWITCHES, default=list(NETWORK_SWITCHES),
+    ap.add_argument("--switches", nargs="+", choices=BF16_SWITCHES, default=list(BF16_SWITCHES),
                     help="whole-network comparisons to run (default: all)")
     ap.add_argument("--no-layers", action="store_true", help="skip the single-layer kernel comparisons")
+    ap.add_argument("--bf16", action="store_true",
+                    help="CPU: bf16 autocast against fp32 (score error, score and loss, with --compile also "
+                         "compiled, each fast path under bf16, single layers in bf16, then in fp32 to compare)")
     ap.add_argument("--out", help="JSON file (default: results/speed.json for a complete run, else speed_partial.json)")
     ap.add_argument("--naive-folder", help=argparse.SUPPRESS)  # internal: one process of the naive folder loop
     ap.add_argument("--weights", help=argparse.SUPPRESS)
@@ -420,7 +577,8 @@ def main() -> None:
         return
     dev = args.device
     cpu = dev == "cpu"
-    complete = (not args.quick and not args.batches and not args.fast_paths_only
+    fp32_switches = tuple(sw for sw in args.switches if sw in NETWORK_SWITCHES)
+    complete = (not args.quick and not args.batches and not args.fast_paths_only and not args.bf16
                 and set(DEFAULT_BACKBONES) <= set(args.backbones))
     out_path = Path(args.out) if args.out else RESULTS / ("speed.json" if complete else "speed_partial.json")
     tmp = Path(tempfile.mkdtemp(prefix="ifqa-speed-"))
@@ -432,11 +590,26 @@ def main() -> None:
     peak = matmul_peak(dev, min_time)
     print(f"device {dev}; 4096x4096 fp32 matmul: {peak:.1f} GFLOP/s (practical fp32 peak)")
     bf16_peak = bf16_practical = None
-    if not cpu:
+    if cpu:  # the same matmul in bf16, in the same run: what bf16 can gain on this CPU at best
+        bf16_practical = matmul_peak(dev, min_time, dtype=torch.bfloat16)
+        native = bf16_native(cpu_desc)
+        print(f"4096x4096 bf16 matmul: {bf16_practical:.1f} GFLOP/s ({bf16_practical / peak:.1f}x fp32); "
+              + ("bf16 is native on this CPU (avx512_bf16/amx_bf16)" if native else
+                 "bf16 is NOT native on this CPU (no avx512_bf16, no amx_bf16): oneDNN emulates it, keep fp32"))
+    else:
         bf16_peak = nominal_bf16_peak()
         bf16_practical = matmul_peak(dev, min_time, n=8192, dtype=torch.bfloat16)
         print(f"{torch.cuda.get_device_name(0)}: 8192^3 bf16 matmul {bf16_practical / 1e3:.0f} TFLOP/s; "
               f"datasheet dense bf16 peak {bf16_peak / 1e12 if bf16_peak else float('nan'):.0f} TFLOP/s")
+
+    if args.bf16:
+        if not cpu:
+            raise SystemExit("--bf16 measures CPU autocast; on a GPU the default run includes bf16 variants")
+        if not args.no_layers:
+            records.extend(layer_ab(min(min_time, 1.0), bf16=True))
+        records.extend(bf16_cpu(tmp, args.backbones, min(min_time, 1.0), args.ab_rounds, args.compile, peak,
+                                bf16_practical, tuple(sw for sw in BF16_SWITCHES if sw in args.switches)))
+        measured, args.backbones = args.backbones, []  # nothing else to measure
 
     if args.fast_paths_only:
         if not cpu:
@@ -446,7 +619,7 @@ def main() -> None:
         for bb in args.backbones:
             model = IFQA(backbone=bb, weights=weights_for(bb, tmp))
             for bs in args.batches or [{"lite": 32, "cnn": 8}.get(bb, 1)]:
-                records.extend(network_ab(model, bb, bs, args.ab_rounds, tuple(args.switches)))
+                records.extend(network_ab(model, bb, bs, args.ab_rounds, fp32_switches))
             del model
         args.backbones = []  # nothing else to measure
 
@@ -535,7 +708,8 @@ def main() -> None:
                         "ms_per_image": 1e3 * sec})
         rows.append([bb, 1, "naive_loss", "official", 1 / sec, 1e3 * sec, "", "", "", ""])
         if cpu and bb in ("lite", "cnn") and not args.quick:  # each fast path on vs off, interleaved
-            records.extend(network_ab(model, bb, {"lite": 32, "cnn": 8}[bb], args.ab_rounds, tuple(args.switches)))
+            records.extend(network_ab(model, bb, {"lite": 32, "cnn": 8}[bb], args.ab_rounds,
+                                      fp32_switches))
             if bb == "cnn":
                 x = torch.rand(8, 3, size, size)
 
@@ -557,11 +731,12 @@ def main() -> None:
     if rows:
         print_table("throughput", ["backbone", "batch", "mode", "variant", "img/s", "ms/img", "GFLOP/s",
                                    "of bf16 peak" if not cpu else "of fp32 peak", "peak MB", "compile s"], rows)
-    ratios = summarize(records, args.backbones, cpu, peak)
+    ratios = summarize(records, measured if args.bf16 else args.backbones, cpu, peak)
     print_table("ratios and targets (same run)", ["ratio", "value"], [[k, v] for k, v in ratios.items()])
     write_json(out_path, {"device": dev, "complete_run": complete, "argv": sys.argv[1:], "machine": machine(),
                           "cpu": cpu_desc, "fast_path_rule": _cpu_kernels.cpu_rule()._asdict(), "matmul_gflops": peak,
                           "bf16_matmul_gflops": bf16_practical, "bf16_datasheet_peak_flops": bf16_peak,
+                          "bf16_native": bf16_native(cpu_desc) if cpu else None,
                           "records": records, "ratios": ratios})
 
 
@@ -595,7 +770,7 @@ def summarize(records: list[dict], backbones: list[str], cpu: bool, peak: float 
             if a and u and a["batch"] == u["batch"]:
                 ratios[f"{bb}_fused_vs_unfused_upsample_score_sequential"] = a["images_per_s"] / u["images_per_s"]
             fwd_all = [r for r in timed if r["backbone"] == bb and r["mode"] == "score"
-                       and r.get("fraction_of_fp32_peak")]
+                       and r.get("fraction_of_fp32_peak") and not r["variant"].startswith("bf16")]
             if fwd_all:
                 top = max(fwd_all, key=lambda r: r["fraction_of_fp32_peak"])
                 key = f"{bb}_forward_fraction_of_fp32_peak_best_{top['variant']}_b{top['batch']}"
@@ -613,19 +788,38 @@ def summarize(records: list[dict], backbones: list[str], cpu: bool, peak: float 
                 if top_bf.get("fraction_of_bf16_peak") is not None:
                     ratios[f"{bb}_bf16_loss_fraction_of_bf16_peak"] = top_bf["fraction_of_bf16_peak"]
                 ratios[f"{bb}_bf16_loss_mem_per_image_mb"] = top_bf["mem_per_image_mb"]
-            err = [r["max_abs"] for r in records if r["backbone"] == bb and r["mode"] == "bf16_score_error"]
-            if err:
-                ratios[f"{bb}_bf16_score_max_abs_error"] = err[0]
+    for bb in backbones:
+        err = [r["max_abs"] for r in records if r["backbone"] == bb and r["mode"] == "bf16_score_error"]
+        if err:
+            ratios[f"{bb}_bf16_score_max_abs_error"] = err[0]
     for r in records:
-        if r["mode"] in ("ab_score", "ab_loss_fwd_bwd") and r.get("path"):
-            mode = "score" if r["mode"] == "ab_score" else "loss"
+        if r["mode"] in ("ab_score", "ab_loss_fwd_bwd", "ab_score_bf16", "ab_loss_fwd_bwd_bf16") and r.get("path"):
+            mode = ("score" if r["mode"].startswith("ab_score") else "loss") + (
+                "_bf16" if r["mode"].endswith("bf16") else "")
             ratios[f"{r['backbone']}_{r['path']}_on_vs_off_{mode}_b{r['batch']}_interleaved"] = r["speedup"]
+        if r["mode"] in ("ab_score_bf16_vs_fp32", "ab_loss_fwd_bwd_bf16_vs_fp32"):
+            mode = "score" if r["mode"].startswith("ab_score") else "loss"
+            ratios[f"{r['backbone']}_{mode}_{r['variant']}_b{r['batch']}_interleaved"] = r["speedup"]
+        if r["mode"] == "ab_score_vs_bf16_matmul":
+            ratios[f"{r['backbone']}_score_fraction_of_bf16_peak_{r['variant']}_interleaved_with_matmul"] = (
+                r["executed_fraction"])
         if r["mode"] == "ab_loss_fwd_bwd" and r["variant"] == "lite_vs_cnn":
             ratios[f"lite_vs_cnn_loss_b{r['batch']}_interleaved"] = r["speedup"]
         if r["mode"] == "ab_score_vs_matmul":
             ratios[f"cnn_forward_fraction_of_fp32_peak_{r['variant']}_interleaved_with_matmul"] = r["executed_fraction"]
             if r["variant"] == "default":
                 ratios["cnn_forward_fraction_of_fp32_peak_at_official_flops_interleaved"] = r["nominal_fraction"]
+    for bb in backbones if cpu else []:
+        for mode, short in (("score", "score"), ("loss_fwd_bwd", "loss")):
+            comp, fp = best(bb, mode, "bf16_compiled"), best(bb, mode, "fp32")
+            if comp and fp and comp["batch"] == fp["batch"]:
+                ratios[f"{bb}_{short}_bf16_compiled_vs_fp32_b{comp['batch']}_sequential"] = (
+                    comp["images_per_s"] / fp["images_per_s"])
+            bf = [r for r in timed if r["backbone"] == bb and r["mode"] == mode and r.get("fraction_of_bf16_peak")]
+            if bf:
+                top = max(bf, key=lambda r: r["images_per_s"])
+                ratios[f"{bb}_{short}_fraction_of_bf16_peak_{top['variant']}_b{top['batch']}"] = (
+                    top["fraction_of_bf16_peak"])
     cli, naive = best("cnn", "cli_folder", "ifqa_score"), best("cnn", "naive_folder")
     if cli and naive:
         ratios["cnn_cli_folder_vs_naive"] = cli["images_per_s"] / naive["images_per_s"]

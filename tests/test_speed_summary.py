@@ -110,3 +110,35 @@ def test_cpu_info_names_the_cpu_and_its_isa():
     import torch
 
     assert info["torch_cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+
+
+def test_summary_reports_cpu_bf16_ratios():
+    """--bf16 records: the interleaved bf16/fp32 ratios, the fraction of the bf16 matmul peak, the switches
+    under bf16 (not mixed up with the fp32 ones), the compiled ratio and the score error."""
+    records = [
+        {**_rec("cnn", 8, "score", "fp32", 2.0, 0.4), "fraction_of_bf16_peak": 0.07},
+        {**_rec("cnn", 8, "score", "bf16_channels_last", 5.0, 0.9), "fraction_of_bf16_peak": 0.16},
+        {**_rec("cnn", 8, "loss_fwd_bwd", "fp32", 1.0), "fraction_of_bf16_peak": 0.05},
+        {**_rec("cnn", 8, "loss_fwd_bwd", "bf16_compiled", 3.0), "fraction_of_bf16_peak": 0.2},
+        {"backbone": "cnn", "batch": 8, "mode": "ab_loss_fwd_bwd_bf16_vs_fp32", "variant": "bf16_vs_fp32",
+         "speedup": 2.4},
+        {"backbone": "cnn", "batch": 8, "mode": "ab_score_vs_bf16_matmul", "variant": "bf16_channels_last",
+         "executed_fraction": 0.163},
+        _ab("cnn", 8, "ab_score_bf16", "winograd", 0.95),
+        _ab("cnn", 8, "ab_score", "winograd", 1.05),
+        {"backbone": "cnn", "mode": "bf16_score_error", "max_abs": 7e-4},
+    ]
+    r = speed.summarize(records, ["cnn"], cpu=True, peak=190.0)
+    assert r["cnn_loss_bf16_vs_fp32_b8_interleaved"] == pytest.approx(2.4)
+    assert r["cnn_score_fraction_of_bf16_peak_bf16_channels_last_interleaved_with_matmul"] == pytest.approx(0.163)
+    assert r["cnn_winograd_on_vs_off_score_bf16_b8_interleaved"] == pytest.approx(0.95)
+    assert r["cnn_winograd_on_vs_off_score_b8_interleaved"] == pytest.approx(1.05)
+    assert r["cnn_loss_bf16_compiled_vs_fp32_b8_sequential"] == pytest.approx(3.0)
+    assert r["cnn_bf16_score_max_abs_error"] == pytest.approx(7e-4)
+    assert not any("fp32_peak_best_bf16" in k for k in r)  # a bf16 run is not counted against the fp32 peak
+
+
+def test_bf16_native_reads_the_isa_flags():
+    assert speed.bf16_native({"avx512_bf16": False, "amx_bf16": True})
+    assert speed.bf16_native({"avx512_bf16": True, "amx_bf16": False})
+    assert not speed.bf16_native({"avx2": True, "avx512_bf16": False, "amx_bf16": False})
