@@ -9,67 +9,53 @@ add your own aligned faces with ``--images``.
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import sys
 from pathlib import Path
 
-import numpy as np
 import torch
-import torch.nn.functional as F
-from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ifqa_loss import IFQA  # noqa: E402
-from ifqa_loss.io import load_image  # noqa: E402
+from ifqa_loss.io import load_image, to_float, to_uint8  # noqa: E402
+from ifqa_loss.preprocess import resize_to  # noqa: E402
+from ifqa_loss.train.degradations import degrade  # noqa: E402
 from ifqa_loss.viz import colorize  # noqa: E402
 
+SIZE = 256
 # Square crop of the astronaut portrait with the eyes and mouth where FFHQ alignment puts them.
 ASTRONAUT_CROP = (110, 0, 334, 224)
+# (label, (kind, level) of ifqa_loss.train.degradations.degrade, or None for the clean face)
+SWEEP = [
+    ("clean", None),
+    ("blur s=1.5", ("blur", 1.5)),
+    ("blur s=3", ("blur", 3.0)),
+    ("noise s=10", ("noise", 10.0)),
+    ("noise s=25", ("noise", 25.0)),
+    ("JPEG q=40", ("jpeg", 40)),
+    ("JPEG q=15", ("jpeg", 15)),
+    ("down x4", ("downup", 4.0)),
+    ("mixed, level 4", ("mixed", 4)),
+]
+
+
+def face_at_size(img: torch.Tensor) -> torch.Tensor:
+    """(3, H, W) uint8 -> (3, 256, 256) uint8 with the library's resize policy."""
+    return to_uint8(resize_to(to_float(img), SIZE))[0]
 
 
 def astronaut_face() -> torch.Tensor:
     from skimage import data
 
     x0, y0, x1, y1 = ASTRONAUT_CROP
-    img = torch.from_numpy(data.astronaut()[y0:y1, x0:x1].copy()).permute(2, 0, 1)[None].float() / 255
-    return F.interpolate(img, size=(256, 256), mode="bicubic", align_corners=False, antialias=True).clamp(0, 1)
+    return face_at_size(torch.from_numpy(data.astronaut()[y0:y1, x0:x1].copy()).permute(2, 0, 1))
 
 
-def jpeg(x: torch.Tensor, q: int) -> torch.Tensor:
-    buf = io.BytesIO()
-    Image.fromarray((x[0].clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()).save(buf, "JPEG", quality=q)
-    return torch.from_numpy(np.array(Image.open(buf))).permute(2, 0, 1)[None].float() / 255
-
-
-def blur(x: torch.Tensor, s: float) -> torch.Tensor:
-    import kornia
-
-    k = 2 * int(np.ceil(3 * s)) + 1
-    return kornia.filters.gaussian_blur2d(x, (k, k), (s, s))
-
-
-def noise(x: torch.Tensor, s: float) -> torch.Tensor:
-    return (x + torch.randn(x.shape, generator=torch.Generator().manual_seed(0)) * s / 255).clamp(0, 1)
-
-
-def down_up(x: torch.Tensor, f: int) -> torch.Tensor:
-    small = F.interpolate(x, scale_factor=1 / f, mode="bilinear", antialias=True)
-    return F.interpolate(small, size=x.shape[-2:], mode="bicubic").clamp(0, 1)
-
-
-SWEEP = [
-    ("clean", lambda x: x),
-    ("blur s=1.5", lambda x: blur(x, 1.5)),
-    ("blur s=3", lambda x: blur(x, 3.0)),
-    ("noise s=10", lambda x: noise(x, 10)),
-    ("noise s=25", lambda x: noise(x, 25)),
-    ("JPEG q=40", lambda x: jpeg(x, 40)),
-    ("JPEG q=15", lambda x: jpeg(x, 15)),
-    ("down x4", lambda x: down_up(x, 4)),
-    ("mixed", lambda x: jpeg(noise(down_up(blur(x, 1.0), 3), 8), 50)),
-]
+def sweep(face: torch.Tensor) -> torch.Tensor:
+    """(3, 256, 256) uint8 -> (len(SWEEP), 3, 256, 256) uint8: the face under each degradation, as 8-bit files."""
+    x = to_float(face)
+    return torch.cat([to_uint8(x if d is None else degrade(x, *d)) for _, d in SWEEP])
 
 
 def main() -> None:
@@ -86,8 +72,7 @@ def main() -> None:
     print(f"model: {model.backbone} from {model.weights_source}")
     faces = {"astronaut (public domain)": astronaut_face()}
     for p in args.images:
-        img = load_image(p)[None].float() / 255
-        faces[Path(p).name] = F.interpolate(img, size=(256, 256), mode="bilinear", antialias=True).clamp(0, 1)
+        faces[Path(p).name] = face_at_size(load_image(p))
 
     import matplotlib
 
@@ -97,9 +82,8 @@ def main() -> None:
     report = {"model": {"backbone": model.backbone, "weights": model.weights_source}, "faces": {}}
     fig, axes = plt.subplots(2 * len(faces), len(SWEEP), figsize=(1.9 * len(SWEEP), 4.1 * len(faces)), squeeze=False)
     for fi, (name, face) in enumerate(faces.items()):
-        batch = torch.cat([f(face) for _, f in SWEEP])
-        with torch.inference_mode():
-            res = model(batch)
+        batch = sweep(face)
+        res = model.score_images(list(batch))  # as `ifqa score` scores files
         report["faces"][name] = {label: float(s) for (label, _), s in zip(SWEEP, res.score)}
         heat = colorize(res.map)
         for j, (label, _) in enumerate(SWEEP):

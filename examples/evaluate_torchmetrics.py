@@ -4,8 +4,10 @@
     torchrun --nproc_per_node 2 examples/evaluate_torchmetrics.py RESTORED_DIR   # sharded, same result
 
 Each process reads its own shard (every world_size-th file, no padding) through a DataLoader;
-``IFQAMetric.compute()`` sums the states of all processes, so every rank gets the mean over the whole folder. Images of any size
-are resized per image to 256x256 here so they batch; IFQA resizes to its native size anyway.
+``IFQAMetric.compute()`` sums the states of all processes, so every rank gets the mean over the whole folder.
+Each image, of any size, is resized on its own to the model's native size with the official resize
+(``ifqa_loss.io.to_batch``, as ``ifqa score`` does), so they batch and the result is the mean of the scores
+``ifqa score`` prints.
 ``--fast`` scores at most 8 images (CI).
 """
 from __future__ import annotations
@@ -18,34 +20,34 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Subset
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ifqa_loss import IFQAMetric  # noqa: E402
-from ifqa_loss.io import IMAGE_SUFFIXES, ImageDecodeError, load_image  # noqa: E402
+from ifqa_loss.io import list_images, to_batch  # noqa: E402
+from ifqa_loss.preprocess import NATIVE  # noqa: E402
 
 
 class FaceFolder(Dataset):
-    """Images of a folder as (3, size, size) float tensors in [0, 1]; unreadable files are listed, not fatal."""
+    """Images of a folder as (3, S, S) float tensors in [0, 1] at ``backbone``'s native size S; files that cannot be
+    scored (undecodable, or under 16 px) are listed, not fatal."""
 
-    def __init__(self, root: str | Path, size: int = 256, limit: int | None = None) -> None:
-        self.files = sorted(p for p in Path(root).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)[:limit]
+    def __init__(self, root: str | Path, backbone: str, limit: int | None = None) -> None:
+        self.files = list_images(root, limit=limit)
         if not self.files:
             raise SystemExit(f"no images found in {root}")
-        self.size = size
+        self.backbone = backbone
 
     def __len__(self) -> int:
         return len(self.files)
 
     def __getitem__(self, i: int):
         try:
-            x = load_image(self.files[i]).float()[None] / 255
-        except ImageDecodeError as e:
-            return torch.zeros(3, self.size, self.size), False, str(e)
-        x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", antialias=True, align_corners=False)
-        return x[0].clamp(0, 1), True, ""
+            return to_batch([self.files[i]], self.backbone)[0], True, ""
+        except ValueError as e:  # ImageDecodeError (a ValueError) or an image too small
+            size = NATIVE[self.backbone][0]
+            return torch.zeros(3, size, size), False, str(e)
 
 
 def main(argv=None) -> dict:
@@ -64,10 +66,10 @@ def main(argv=None) -> dict:
     rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
     device = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else "cpu")
 
-    data = FaceFolder(args.folder, limit=8 if args.fast else None)
+    metric = IFQAMetric(weights=args.weights).to(device)
+    data = FaceFolder(args.folder, metric.model.backbone, limit=8 if args.fast else None)
     shard = Subset(data, range(rank, len(data), world))  # unlike DistributedSampler, never repeats a file
     loader = DataLoader(shard, batch_size=args.batch_size, num_workers=args.workers)
-    metric = IFQAMetric(weights=args.weights).to(device)
     failed = []
     for images, ok, err in loader:
         if not ok.all():

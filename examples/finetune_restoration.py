@@ -36,7 +36,7 @@ sys.path.insert(0, str(REPO))
 from ifqa_loss import IFQA, IFQALoss  # noqa: E402
 from ifqa_loss.cpu_memory import reuse_freed_memory  # noqa: E402
 from ifqa_loss.functional import ifqa_loss  # noqa: E402
-from ifqa_loss.io import load_image  # noqa: E402
+from ifqa_loss.io import load_folder, to_float  # noqa: E402
 from ifqa_loss.regions import region_masks  # noqa: E402
 from ifqa_loss.train.data import FaceSet, read_name_list  # noqa: E402
 from ifqa_loss.train.degradations import DegradationConfig, Degrader  # noqa: E402
@@ -56,10 +56,12 @@ def weights_sha256(weights: str) -> str:
 def parse_args(argv=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="finetune_out")
-    ap.add_argument("--data", default=str(DATA / "faces256"), help="faces256 folder (images/, landmarks68.npz, val.txt)")
+    ap.add_argument("--data", default=str(DATA / "faces256"),
+                    help="faces256 folder (images/, landmarks68.npz, val.txt)")
     ap.add_argument("--eval-data", default=str(DATA / "hq_eval"), help="HQ faces for the final report")
     ap.add_argument("--evaluator", default=str(EVALUATOR), help="independent IFQA weights used only for evaluation")
-    ap.add_argument("--loss-weights", default="ifqa-lite", help="weights of the loss model (default: bundled ifqa-lite)")
+    ap.add_argument("--loss-weights", default="ifqa-lite",
+                    help="weights of the loss model (default: bundled ifqa-lite)")
     ap.add_argument("--lambdas", type=float, nargs="+", default=[0.0003, 0.001, 0.003, 0.01])
     ap.add_argument("--region-arm", action="store_true", help="add an arm whose IFQA term weights eyes/nose/mouth x4")
     ap.add_argument("--pretrain-steps", type=int, default=400)
@@ -104,11 +106,9 @@ def summary(v: np.ndarray) -> dict:
 
 
 def hq_eval_faces(folder: Path, limit: int | None) -> tuple[list[str], torch.Tensor]:
-    """HQ faces of ``folder`` resized to 256x256, (N, 3, 256, 256) in [0, 1]."""
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg"))[:limit]
-    imgs = [F.interpolate(load_image(p)[None].float() / 255, size=(256, 256), mode="bilinear", antialias=True,
-                          align_corners=False).clamp(0, 1) for p in files]
-    return [p.name for p in files], torch.cat(imgs)
+    """HQ faces of ``folder`` resized to 256x256 (the library's resize policy), (N, 3, 256, 256) in [0, 1]."""
+    names, faces = load_folder(folder, size=256, limit=limit)
+    return names, to_float(faces)
 
 
 # ---------------------------------------------------------------- training
@@ -193,10 +193,11 @@ def main(argv=None) -> dict:
 
     held_out = read_name_list(data / "val.txt")
     landmarks = data / "landmarks68.npz"
-    train = FaceSet(data / "images", landmarks if landmarks.exists() else None, exclude=held_out, limit=args.train_images)
-    val = FaceSet(data / "images", landmarks if landmarks.exists() else None, include=held_out, limit=args.val_images)
+    landmarks = landmarks if landmarks.exists() else None
+    train = FaceSet(data / "images", landmarks, exclude=held_out, limit=args.train_images)
+    val = FaceSet(data / "images", landmarks, include=held_out, limit=args.val_images)
     names, hq_eval = hq_eval_faces(Path(args.eval_data), args.eval_images)
-    val_hq = val.images.float() / 255
+    val_hq = to_float(val.images)
     fixed = Degrader(DegradationConfig(jpeg_backend="pil"), seed=1234)  # fixed-seed test degradations
     val_lq, eval_lq = fixed(val_hq), fixed(hq_eval)
     criterion = IFQALoss(weights=args.loss_weights).to(dev)
@@ -218,14 +219,17 @@ def main(argv=None) -> dict:
     for name, lam, weighted in arms:
         gen.load_state_dict(start)
         t0 = time.perf_counter()
-        fit(gen, train, args.seed + 2, args.finetune_steps, args, criterion, lam, weighted)  # same batches for every arm
+        # the same batches for every arm
+        fit(gen, train, args.seed + 2, args.finetune_steps, args, criterion, lam, weighted)
         val_m, _ = evaluate(gen, val_lq, val_hq, evaluator, dev)
         test_m, restored[name] = evaluate(gen, eval_lq, hq_eval, evaluator, dev)
         results[name] = {"lambda": lam, "primary_weighted": weighted, "seconds": round(time.perf_counter() - t0, 1),
-                         "val": {k: summary(v) for k, v in val_m.items()}, "hq_eval": {k: summary(v) for k, v in test_m.items()},
+                         "val": {k: summary(v) for k, v in val_m.items()},
+                         "hq_eval": {k: summary(v) for k, v in test_m.items()},
                          "_per_image": test_m}
         print(f"{name:28s} val: IFQA_eval {val_m['ifqa_eval'].mean():.4f} PSNR {val_m['psnr'].mean():.2f}  | hq_eval: "
-              f"IFQA_eval {test_m['ifqa_eval'].mean():.4f} PSNR {test_m['psnr'].mean():.2f} SSIM {test_m['ssim'].mean():.4f}")
+              f"IFQA_eval {test_m['ifqa_eval'].mean():.4f} PSNR {test_m['psnr'].mean():.2f} "
+              f"SSIM {test_m['ssim'].mean():.4f}")
 
     base = results["L1"]
     for name, r in results.items():
@@ -252,7 +256,8 @@ def main(argv=None) -> dict:
     }
     if best is not None:
         b = results[best]["vs_L1"]
-        report["acceptance"] = {"evaluator_gain": b["ifqa_eval"]["mean_diff"], "p_sign_flip": b["ifqa_eval"]["p_sign_flip"],
+        report["acceptance"] = {"evaluator_gain": b["ifqa_eval"]["mean_diff"],
+                                "p_sign_flip": b["ifqa_eval"]["p_sign_flip"],
                                 "psnr_drop_db": b["psnr_drop_db"],
                                 "met": bool(b["ifqa_eval"]["mean_diff"] > 0 and b["ifqa_eval"]["p_sign_flip"] < 0.01
                                             and b["psnr_drop_db"] <= 0.5)}

@@ -15,8 +15,9 @@ DATA = SHARED / "data"
 @pytest.mark.skipif(not (DATA / "faces256").is_dir() or not (DATA / "hq_eval").is_dir(),
                     reason="../shared/data (faces256, hq_eval) is absent")
 def test_finetune_restoration_fast(tmp_path):
-    proc = subprocess.run([sys.executable, str(REPO / "examples" / "finetune_restoration.py"), "--fast", "--device", "cpu",
-                           "--out", str(tmp_path)], capture_output=True, text=True, timeout=600, cwd=REPO)
+    proc = subprocess.run([sys.executable, str(REPO / "examples" / "finetune_restoration.py"), "--fast",
+                           "--device", "cpu", "--out", str(tmp_path)], capture_output=True, text=True, timeout=600,
+                          cwd=REPO)
     assert proc.returncode == 0, proc.stderr[-3000:]
     res = json.loads((tmp_path / "results.json").read_text())
     assert set(res["arms"]) == {"L1", "L1+0.01*IFQA"}
@@ -58,3 +59,28 @@ def test_evaluate_torchmetrics_fast(tmp_path):
     res = json.loads(out.read_text())
     assert res["images"] == 4 and len(res["unreadable"]) == 1 and "broken.png" in res["unreadable"][0]
     assert 0 <= res["ifqa"] <= 1 and res["world_size"] == 1
+    # the mean of what `ifqa score` gives the readable files
+    files = [str(folder / f"{i}.png") for i in range(3)]
+    proc = subprocess.run([sys.executable, "-m", "ifqa_loss", "score", "--json", *files],
+                          capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    cli = [r["score"] for r in json.loads(proc.stdout)]
+    assert res["ifqa"] == pytest.approx(sum(cli) / len(cli), abs=1e-6)
+
+
+def test_demo_sweep_is_the_shared_degradations():
+    sys.path.insert(0, str(REPO / "examples"))
+    import torch
+    from demo import SWEEP, face_at_size, sweep
+
+    from ifqa_loss.io import to_float, to_uint8
+    from ifqa_loss.train.degradations import degrade
+
+    image = torch.randint(0, 256, (3, 300, 280), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    face = face_at_size(image)
+    assert face.shape == (3, 256, 256) and face.dtype == torch.uint8
+    batch = sweep(face)
+    assert batch.shape == (len(SWEEP), 3, 256, 256) and batch.dtype == torch.uint8
+    assert torch.equal(batch[0], face)  # clean
+    label, (kind, level) = SWEEP[-1]
+    assert torch.equal(batch[-1:], to_uint8(degrade(to_float(face), kind, level)))
