@@ -41,7 +41,8 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--batch-size", type=int, default=8)
     s.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     s.add_argument("--recursive", action="store_true", help="also look in sub-folders")
-    s.add_argument("--apply-exif", action="store_true", help="rotate by EXIF orientation (the official script does not)")
+    s.add_argument("--apply-exif", action="store_true",
+                   help="rotate by EXIF orientation (the official script does not)")
     out = s.add_mutually_exclusive_group()
     out.add_argument("--json", action="store_true", help="print a JSON array of {path, score}")
     out.add_argument("--csv", metavar="FILE", help="write path,score rows to FILE")
@@ -465,6 +466,8 @@ def score_faces_command(args) -> int:
 
     if args.batch_size < 1:
         raise UsageError("--batch-size must be >= 1")
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # every rank would score every photo and write the output
+        raise UsageError("--detect does not split photos across torchrun processes; run it as one process")
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise UsageError(f"--device {args.device}: CUDA is not available")
     options = _detect_options(args)

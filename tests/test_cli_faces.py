@@ -176,3 +176,10 @@ def test_detect_without_the_extra_says_how_to_install_it(photos, capsys, monkeyp
         assert code == 2 and 'pip install "ifqa-loss[faces]"' in err and out == ""
     code, out, err = _run(capsys, "score", str(photos / "astronaut.png"))  # plain scoring needs no extra
     assert code == 0 and out.strip()
+
+
+def test_detect_refuses_to_run_under_torchrun(photos, capsys, monkeypatch):
+    """Face scoring is one process: under torchrun every rank would score every photo and write the output."""
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert cli.main(["score", str(photos / "astronaut.png"), "--detect", "--json"]) == 2
+    assert "--detect does not split photos across torchrun processes" in capsys.readouterr().err
