@@ -81,7 +81,8 @@ def down_up(x: torch.Tensor, scale: torch.Tensor, modes: list[str]) -> torch.Ten
             continue
         small = F.interpolate(x[i:i + 1], size=(max(1, round(h / s)), max(1, round(w / s))), mode="bilinear",
                               antialias=True, align_corners=False)
-        out.append(F.interpolate(small, size=(h, w), mode=modes[i], align_corners=False if modes[i] != "nearest" else None))
+        align = False if modes[i] != "nearest" else None
+        out.append(F.interpolate(small, size=(h, w), mode=modes[i], align_corners=align))
     return torch.cat(out).clamp(0, 1)
 
 
@@ -202,7 +203,8 @@ class Degrader:
         gauss = blur & ~motion
         if gauss.any():
             sig = _uniform(n, *cfg.gauss_sigma, g, dev)
-            x = torch.where(gauss.to(dev)[:, None, None, None], gaussian_blur(x, torch.where(gauss.to(dev), sig, 0.3)), x)
+            blurred = gaussian_blur(x, torch.where(gauss.to(dev), sig, 0.3))
+            x = torch.where(gauss.to(dev)[:, None, None, None], blurred, x)
         if motion.any():
             k = int(torch.randint(cfg.motion_kernel[0] // 2, cfg.motion_kernel[1] // 2 + 1, (1,), generator=g)) * 2 + 1
             ang = _uniform(n, -180.0, 180.0, g, dev)
