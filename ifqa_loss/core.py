@@ -36,7 +36,12 @@ class IFQA(nn.Module):
         input_range: the value range of the input images, e.g. ``(0, 1)`` or ``(-1, 1)``.
         upsample_map: return the map at the input's resolution (bilinear) instead of the native 256/224.
         check_finite: reject NaN/Inf inputs (and outputs that overflow) with a clear error; costs one host
-            sync per call, on the (N,) scores.
+            sync per call, on the (N,) scores. Eager mode only: when the model is traced into a user's
+            ``torch.compile`` graph (``torch.compiler.is_compiling()``) the check is skipped, so the graph has no
+            break, and a NaN/Inf propagates into the score as with ``check_finite=False``.
+
+    Output dtype: float32 for float32, bfloat16 and float16 models (and inputs of any float dtype, which are
+    cast to the model's dtype); float64 for a float64 model (``IFQA().double()``).
 
     Example:
         >>> import torch
@@ -95,9 +100,12 @@ class IFQA(nn.Module):
                              f"move one of them, e.g. model.to({str(x.device)!r})")
         if x.dtype != param.dtype and not torch.is_autocast_enabled(x.device.type):
             x = x.to(param.dtype)
-        qmap = self.net(self.preprocess(x)).float()
+        qmap = self.net(self.preprocess(x))
+        if qmap.dtype != torch.float64:  # float64 models keep float64; float32/bf16/half models give float32
+            qmap = qmap.float()
         score = qmap.mean(dim=(1, 2, 3))
-        if self.check_finite and not bool(torch.isfinite(score).all()):
+        # Eager only: a host sync would break a user's compiled graph, and a traced assert aborts the process.
+        if self.check_finite and not torch.compiler.is_compiling() and not bool(torch.isfinite(score).all()):
             check_images(original, check_finite=True)  # NaN/Inf in the input: raises, counting them
             raise ValueError("the network output is not finite: input values far outside input_range "
                              f"{self.input_range} overflow float32; check the input_range and the image values")
