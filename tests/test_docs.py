@@ -51,7 +51,7 @@ ELSEWHERE = {
                                      "../shared/data; the test runs a subset"),
     "python benchmarks/heldout_severity.py": ("tests/test_quality_benchmark.py::test_heldout_severity_subset",
                                               "../shared/data; the test runs a subset"),
-    "python benchmarks/jpeg_probe.py": ("tests/test_jpeg_probe.py::test_probe_runs_on_the_bundled_model",
+    "python benchmarks/experiments/jpeg_probe.py": ("tests/test_jpeg_probe.py::test_probe_runs_on_the_bundled_model",
                                         "../shared/data"),
     "ifqa align": ("tests/test_cli_faces.py::test_align_writes_crops_and_landmarks",
                    "needs the faces extra; the test aligns a public-domain photo"),
