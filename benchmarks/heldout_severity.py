@@ -16,10 +16,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from quality import LEVELS, SIZE, degrade_8bit, make_scorers, spearman
 
 from common import RESULTS, SHARED, machine, print_table, require, write_json
 from ifqa_loss.io import load_folder
+from quality import LEVELS, SIZE, degrade_8bit, make_scorers, spearman
 
 
 def severity_and_mirror(scorer, faces: torch.Tensor) -> dict:

@@ -55,7 +55,9 @@ if atheris is not None:
 else:
     from PIL import Image
 
-from ifqa_loss import io as image_io, preprocess  # noqa: E402  (not under instrument_imports: it would instrument torch & co.)
+# not under instrument_imports: it would instrument torch & co.
+from ifqa_loss import io as image_io  # noqa: E402
+from ifqa_loss import preprocess  # noqa: E402
 
 # Known finding (tests/test_cli_hostile.py::test_load_image_refuses_a_pixel_bomb): between PIL's warning and error
 # limits (89.5-179 Mpx) a tiny file is decoded in full, GBs of memory, and libFuzzer stops with out-of-memory.

@@ -157,7 +157,8 @@ def list_images(folder: str | os.PathLike, names: Iterable[str] | None = None, l
     if not folder.is_dir():
         raise FileNotFoundError(f"image folder {folder} does not exist")
     keep = None if names is None else set(names)
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and (keep is None or p.name in keep))
+    files = sorted(p for p in folder.iterdir()
+                   if p.suffix.lower() in IMAGE_SUFFIXES and (keep is None or p.name in keep))
     return files[:limit] if limit is not None else files
 
 

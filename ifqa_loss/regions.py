@@ -33,7 +33,8 @@ def boxes_from_landmarks(landmarks: torch.Tensor, size: int) -> torch.Tensor:
     if landmarks.ndim != 3 or landmarks.shape[1:] != (68, 2):
         raise ValueError(f"landmarks must have shape (N, 68, 2), got {tuple(landmarks.shape)}")
     lm = landmarks.float() / float(size)
-    boxes = [torch.cat([lm[:, list(idx)].amin(1), lm[:, list(idx)].amax(1)], dim=1) for idx in REGION_LANDMARKS.values()]
+    boxes = [torch.cat([lm[:, list(idx)].amin(1), lm[:, list(idx)].amax(1)], dim=1)
+             for idx in REGION_LANDMARKS.values()]
     return torch.stack(boxes, dim=1)
 
 

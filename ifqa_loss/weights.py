@@ -190,9 +190,11 @@ def _torch_load_tensors_only(path: Path) -> object:
                 "and unpickling it could run code from the file. Only tensor checkpoints are accepted; if you trust "
                 "the file, convert it to .safetensors."
             ) from None
-        raise WeightsError(f"{os.fspath(path)}: not a readable PyTorch checkpoint, corrupt or truncated ({reason})") from None
+        raise WeightsError(
+            f"{os.fspath(path)}: not a readable PyTorch checkpoint, corrupt or truncated ({reason})") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError, KeyError, AttributeError) as e:
-        raise WeightsError(f"{os.fspath(path)}: not a readable PyTorch checkpoint, truncated or corrupt ({e})") from None
+        raise WeightsError(
+            f"{os.fspath(path)}: not a readable PyTorch checkpoint, truncated or corrupt ({e})") from None
 
 
 def _unpickling_reason(message: str) -> str:

@@ -124,7 +124,8 @@ def face_like_batch(n: int, size: int = 64, seed: int = 0) -> torch.Tensor:
         elif kind == 3:
             img = torch.rand(3, size, size, generator=g)
         else:
-            img = (0.5 + 0.5 * torch.sin(6.28 * (xs * (i + 1) + ys))).expand(3, -1, -1) * torch.rand(3, 1, 1, generator=g)
+            wave = (0.5 + 0.5 * torch.sin(6.28 * (xs * (i + 1) + ys))).expand(3, -1, -1)
+            img = wave * torch.rand(3, 1, 1, generator=g)
         out.append(img.clamp(0, 1))
     return torch.stack(out).contiguous()
 

@@ -37,8 +37,8 @@ def test_tampered_bundled_file_is_rejected(monkeypatch, tmp_path):
 
 
 def test_cli_scores_without_weights_argument(tmp_path, capsys):
-    from PIL import Image
     import numpy as np
+    from PIL import Image
 
     p = tmp_path / "x.png"
     Image.fromarray((np.random.default_rng(0).random((64, 64, 3)) * 255).astype(np.uint8)).save(p)

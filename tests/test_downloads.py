@@ -13,7 +13,6 @@ import torch
 import ifqa_loss.weights as W
 from ifqa_loss import IFQA, WeightsError
 
-
 PAYLOAD = np.random.default_rng(42).integers(0, 256, 300_000, dtype=np.uint8).tobytes()
 PAYLOAD_SHA = hashlib.sha256(PAYLOAD).hexdigest()
 

@@ -120,7 +120,8 @@ def test_train_with_ranking_terms_logs_them(tmp_path):
     assert rc == 0
     card = json.loads((tmp_path / "ifqa-lite.json").read_text())
     assert card["training"]["rank_kinds"] == ["jpeg", "blur"] and card["training"]["region_rank_weight"] == 5
-    assert (card["training"]["rank_zoom"], card["training"]["rank_soften"], card["training"]["max_zoom"]) == (1.5, 0.5, 1.4)
+    training = card["training"]
+    assert (training["rank_zoom"], training["rank_soften"], training["max_zoom"]) == (1.5, 0.5, 1.4)
     val = card["validation"]
     assert val["loss_rank"] >= 0 and val["loss_region_rank"] >= 0 and 0 <= val["loss_flip"] <= 1
     assert (card["training"]["flip_weight"], card["training"]["flip_pairs"]) == (3, 1)

@@ -1,4 +1,5 @@
-"""Weight files: every format loads to the same model; bad, corrupt, mismatched or code-running files are refused with an itemised message."""
+"""Weight files: every format loads to the same model; bad, corrupt, mismatched or code-running files are
+refused with an itemised message."""
 from __future__ import annotations
 
 import hashlib

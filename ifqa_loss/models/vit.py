@@ -6,7 +6,6 @@ the 256 x 196 outputs are unpatchified to a (1, 224, 224) sigmoid map.
 """
 from __future__ import annotations
 
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -16,7 +15,8 @@ def sincos_pos_table(dim: int, grid: int, cls_token: bool = True) -> torch.Tenso
     """Fixed 2-D sine-cosine position table (MAE), (1, grid*grid [+1], dim)."""
     half = dim // 2
     omega = 1.0 / 10000 ** (torch.arange(half // 2, dtype=torch.float64) / (half / 2.0))
-    ys, xs = torch.meshgrid(torch.arange(grid, dtype=torch.float64), torch.arange(grid, dtype=torch.float64), indexing="ij")
+    axis = torch.arange(grid, dtype=torch.float64)
+    ys, xs = torch.meshgrid(axis, axis, indexing="ij")
 
     def embed(pos: torch.Tensor) -> torch.Tensor:
         out = pos.reshape(-1, 1) * omega[None]
@@ -86,7 +86,8 @@ class MAEViTDiscriminator(nn.Module):
     native_size = 224
 
     def __init__(self, img_size: int = 224, patch: int = 14, dim: int = 1280, depth: int = 32, heads: int = 16,
-                 decoder_dim: int = 512, decoder_depth: int = 8, decoder_heads: int = 16, mlp_ratio: float = 4.0) -> None:
+                 decoder_dim: int = 512, decoder_depth: int = 8, decoder_heads: int = 16,
+                 mlp_ratio: float = 4.0) -> None:
         super().__init__()
         if img_size % patch:
             raise ValueError(f"img_size {img_size} is not a multiple of patch {patch}")
@@ -101,7 +102,8 @@ class MAEViTDiscriminator(nn.Module):
         self.decoder_embed = nn.Linear(dim, decoder_dim)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, decoder_dim))  # unused without masking; kept for the keys
         self.decoder_pos_embed = nn.Parameter(sincos_pos_table(decoder_dim, self.grid), requires_grad=False)
-        self.decoder_blocks = nn.ModuleList([Block(decoder_dim, decoder_heads, mlp_ratio) for _ in range(decoder_depth)])
+        self.decoder_blocks = nn.ModuleList(
+            [Block(decoder_dim, decoder_heads, mlp_ratio) for _ in range(decoder_depth)])
         self.decoder_norm = nn.LayerNorm(decoder_dim, eps=1e-6)
         self.decoder_pred = nn.Linear(decoder_dim, patch * patch)
 
