@@ -14,7 +14,8 @@ def ifqa_score(x: torch.Tensor, model: IFQA) -> torch.Tensor:
         x: (N, 3, H, W) float images in ``model.input_range``.
         model: an :class:`~ifqa_loss.IFQA` instance.
     Returns:
-        (N,) scores in [0, 1]; higher = more realistic.
+        (N,) scores in [0, 1]; higher = more realistic. float32, or float64 for a float64 model (so that
+        ``torch.autograd.gradcheck`` can run on ``IFQA(...).double()``).
 
     Example:
         >>> import torch

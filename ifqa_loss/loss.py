@@ -27,6 +27,11 @@ class IFQALoss(nn.Module):
         weight_map: optional non-negative weights over the face, (h, w), (1|N, h, w) or (1|N, 1, h, w); the
             loss then uses the weighted mean of the quality map (e.g. from
             :func:`ifqa_loss.regions.primary_region_weight_map`). Resized to the map's resolution.
+        check_finite: as for :class:`~ifqa_loss.IFQA`: NaN/Inf raise in eager mode; inside a user's
+            ``torch.compile`` step (``fullgraph=True`` works, no graph break) the check is skipped and a NaN
+            propagates into the loss.
+
+    The loss is float32, or float64 when the network is float64 (``criterion.double()``).
 
     Example:
         >>> import torch
