@@ -51,6 +51,8 @@ ELSEWHERE = {
                                      "../shared/data; the test runs a subset"),
     "python benchmarks/heldout_severity.py": ("tests/test_quality_benchmark.py::test_heldout_severity_subset",
                                               "../shared/data; the test runs a subset"),
+    "python benchmarks/robustness.py": ("tests/test_robustness_benchmark.py::test_robustness_benchmark_subset",
+                                        "../shared/data and minutes of attacks; the test runs 2 faces, 5 steps"),
     "python benchmarks/experiments/jpeg_probe.py": ("tests/test_jpeg_probe.py::test_probe_runs_on_the_bundled_model",
                                         "../shared/data"),
     "ifqa align": ("tests/test_cli_faces.py::test_align_writes_crops_and_landmarks",
