@@ -321,7 +321,7 @@ def main() -> None:
         i = 0
         d_pgd = adv4["blur"][i] - starts["blur"][i]
         d_adam = adam_last["blur"][i] - starts["blur"][i]
-        amp = 0.5 / max(float(d_adam.abs().max()), 1e-6)
+        amp = 0.5 / max(float(d_adam.abs().flatten().quantile(0.99)), 1e-6)  # a few pixels move far more
         save_picture(Path(args.picture), [
             ("HQ", hq[i]), ("blurred (start)", starts["blur"][i]), ("PGD 4/255", adv4["blur"][i]),
             (f"Adam {args.adam_steps} steps", adam_last["blur"][i]),
