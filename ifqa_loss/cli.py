@@ -127,17 +127,7 @@ def score_command(args) -> int:
         raise UsageError(f"--device {args.device}: CUDA is not available")
     if args.device == "cpu":  # reuse activation memory across batches instead of page-faulting it in again
         reuse_freed_memory()
-    maps_dir = Path(args.save_maps) if args.save_maps else None
-    if maps_dir is not None:  # check the outputs before scoring, not after
-        try:
-            maps_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise UsageError(f"--save-maps {maps_dir}: cannot create the folder ({e.strerror or e})") from None
-        _check_writable(maps_dir, "--save-maps")
-    if args.csv:
-        if Path(args.csv).is_dir():
-            raise UsageError(f"--csv {args.csv}: is a directory")
-        _check_writable(Path(args.csv).parent, "--csv")
+    maps_dir = _prepare_outputs(args)  # checked before scoring, not after
     files, problems = find_images(args.paths, args.recursive)
     ddp = _dist_start(args)  # under torchrun with several processes (helpers below); sets args.device on CUDA
     try:
@@ -209,6 +199,22 @@ def score_command(args) -> int:
         print(f"ifqa: error: cannot write the results to {args.csv or 'stdout'}: {e}", file=sys.stderr)
         return EXIT_FAILED
     return EXIT_FAILED if failed else EXIT_OK
+
+
+def _prepare_outputs(args) -> Path | None:
+    """Create the ``--save-maps`` folder and check it and the ``--csv`` file's folder are writable."""
+    maps_dir = Path(args.save_maps) if args.save_maps else None
+    if maps_dir is not None:
+        try:
+            maps_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise UsageError(f"--save-maps {maps_dir}: cannot create the folder ({e.strerror or e})") from None
+        _check_writable(maps_dir, "--save-maps")
+    if args.csv:
+        if Path(args.csv).is_dir():
+            raise UsageError(f"--csv {args.csv}: is a directory")
+        _check_writable(Path(args.csv).parent, "--csv")
+    return maps_dir
 
 
 def _check_writable(folder: Path, option: str) -> None:
@@ -472,17 +478,7 @@ def score_faces_command(args) -> int:
         raise UsageError(f"--device {args.device}: CUDA is not available")
     options = _detect_options(args)
     _require_faces()
-    maps_dir = Path(args.save_maps) if args.save_maps else None
-    if maps_dir is not None:
-        try:
-            maps_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise UsageError(f"--save-maps {maps_dir}: cannot create the folder ({e.strerror or e})") from None
-        _check_writable(maps_dir, "--save-maps")
-    if args.csv:
-        if Path(args.csv).is_dir():
-            raise UsageError(f"--csv {args.csv}: is a directory")
-        _check_writable(Path(args.csv).parent, "--csv")
+    maps_dir = _prepare_outputs(args)
     files, problems = find_images(args.paths, args.recursive)
     try:
         model = IFQA(backbone=args.backbone, weights=args.weights).to(args.device)
