@@ -20,7 +20,12 @@ HAS_ATHERIS = importlib.util.find_spec("atheris") is not None
 
 def _fuzz(tmp_path, *args: str, timeout: float) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "TMPDIR": str(tmp_path)}
-    return subprocess.run([sys.executable, str(TARGET), "--artifacts", str(tmp_path / "artifacts"), *args],
+    # Linux carries a process's peak RSS (getrusage's ru_maxrss, which libFuzzer's -rss_limit_mb checks) across
+    # fork + exec, so a child of this pytest process would start at the suite's peak (8 GB once the ViT
+    # checkpoint is loaded) and be stopped as out of memory at once. A shell that forks the fuzzer (no exec of
+    # the last command: "; exit") gives it a fresh count.
+    cmd = [sys.executable, str(TARGET), "--artifacts", str(tmp_path / "artifacts"), *args]
+    return subprocess.run(["sh", "-c", '"$@"; exit $?', "sh", *cmd],
                           capture_output=True, text=True, env=env, cwd=str(tmp_path), timeout=timeout)
 
 
