@@ -26,6 +26,7 @@ def _loss_and_grad(criterion, x):
     return loss.detach(), xg.grad
 
 
+@pytest.mark.slow
 def test_compiled_loss_and_input_gradient_match_eager(eager_and_compiled):
     eager, compiled, x = eager_and_compiled
     loss_e, grad_e = _loss_and_grad(eager, x)
@@ -35,6 +36,7 @@ def test_compiled_loss_and_input_gradient_match_eager(eager_and_compiled):
     assert ((grad_c - grad_e).norm() / grad_e.norm()).item() < 1e-3
 
 
+@pytest.mark.slow
 def test_compiled_scoring_matches_eager_and_keeps_state_dict(eager_and_compiled):
     eager, compiled, x = eager_and_compiled
     with torch.inference_mode():

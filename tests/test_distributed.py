@@ -60,6 +60,7 @@ def test_metric_distributed_equals_single_process(lite_weights, tmp_path):
     assert result["value"] == pytest.approx(expected, abs=1e-6)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not FACES.is_dir(), reason="../shared/data/faces256 is absent (training data)")
 def test_train_under_torchrun_gloo(tmp_path):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(_free_port()),

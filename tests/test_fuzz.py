@@ -34,6 +34,7 @@ def _tail(proc) -> str:
     return "\n".join(lines[-60:])
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not HAS_ATHERIS, reason="atheris is not installed (pip install atheris)")
 def test_fuzz_decode_atheris(tmp_path):
     proc = _fuzz(tmp_path, "--seconds", str(SECONDS), timeout=SECONDS + 600)
@@ -42,6 +43,7 @@ def test_fuzz_decode_atheris(tmp_path):
     assert not (tmp_path / "artifacts").exists() or not any((tmp_path / "artifacts").iterdir())
 
 
+@pytest.mark.slow
 def test_fuzz_decode_plain_loop(tmp_path):
     seconds = max(5.0, SECONDS / 4)
     proc = _fuzz(tmp_path, "--plain", "--seconds", str(seconds), "--seed", "1", timeout=seconds + 300)
@@ -51,6 +53,7 @@ def test_fuzz_decode_plain_loop(tmp_path):
     assert n_inputs > 100, proc.stderr[-500:]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["plain", "atheris"])
 def test_fuzz_harness_detects_a_disallowed_exception(tmp_path, mode):
     """Self-test: with check_images made to raise IndexError the run fails and saves the input."""

@@ -12,6 +12,7 @@ from conftest import REPO, SHARED, run_benchmark
 
 @pytest.mark.skipif(not (SHARED / "data" / "hq_eval").is_dir() or not (SHARED / "data" / "lq_real").is_dir(),
                     reason="../shared/data/hq_eval and lq_real are absent (evaluation data)")
+@pytest.mark.slow
 def test_quality_benchmark_subset(tmp_path):
     stdout, res = run_benchmark("quality.py", tmp_path / "quality.json", "--subset", "12")
     assert "summary" in stdout
