@@ -127,3 +127,19 @@ def resize_to_native(x: torch.Tensor, backbone: str) -> torch.Tensor:
         raise ValueError(f"unknown backbone {backbone!r}; expected one of {sorted(NATIVE)}")
     size, mode = NATIVE[backbone]
     return resize_to(x, size, mode)
+
+
+_MOVED_TO_IO = {"load_image": "load_image", "ImageDecodeError": "ImageDecodeError", "image_to_float": "to_float"}
+
+
+def __getattr__(name: str):
+    """File decoding moved to :mod:`ifqa_loss.io`; the old names still import from here, with a warning."""
+    if name in _MOVED_TO_IO:
+        import warnings
+
+        from . import io
+
+        new = _MOVED_TO_IO[name]
+        warnings.warn(f"ifqa_loss.preprocess.{name} moved to ifqa_loss.io.{new}", DeprecationWarning, stacklevel=2)
+        return getattr(io, new)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -117,3 +117,15 @@ def test_load_folder_resizes_with_the_policy(tmp_path):
     assert torch.equal(imgs[0], to_uint8(resize_to(to_float(load_image(tmp_path / "big.png")), 32))[0])
     with pytest.raises(ValueError, match="different sizes"):
         load_folder(tmp_path, skip_bad=True)
+
+
+def test_old_decoding_names_still_import_from_preprocess_with_a_warning():
+    import ifqa_loss.io as io
+    import ifqa_loss.preprocess as preprocess
+
+    for old, new in [("load_image", io.load_image), ("ImageDecodeError", io.ImageDecodeError),
+                     ("image_to_float", io.to_float)]:
+        with pytest.warns(DeprecationWarning, match=f"preprocess.{old} moved to ifqa_loss.io"):
+            assert getattr(preprocess, old) is new
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        preprocess.nope  # noqa: B018
