@@ -193,8 +193,13 @@ def score_command(args) -> int:
         results, failed = _dist_merge(ddp, results, failed)
         if ddp.rank != 0:
             return EXIT_OK
+    return _finish(_write_results, results, args, failed)
+
+
+def _finish(write, rows: list[dict], args, failed: int) -> int:
+    """Write the rows with ``write(rows, args)``; the exit status (1 if the write or any file failed)."""
     try:
-        _write_results(results, args)
+        write(rows, args)
     except OSError as e:
         print(f"ifqa: error: cannot write the results to {args.csv or 'stdout'}: {e}", file=sys.stderr)
         return EXIT_FAILED
@@ -517,12 +522,7 @@ def score_faces_command(args) -> int:
     finally:
         if bar is not None:
             bar.close()
-    try:
-        _write_face_rows(rows, args)
-    except OSError as e:
-        print(f"ifqa: error: cannot write the results to {args.csv or 'stdout'}: {e}", file=sys.stderr)
-        return EXIT_FAILED
-    return EXIT_FAILED if failed else EXIT_OK
+    return _finish(_write_face_rows, rows, args, failed)
 
 
 def _png_bytes(rgb_float) -> bytes:
