@@ -1,4 +1,5 @@
-"""``ifqa`` command line: ``ifqa score`` rates face images, ``ifqa train`` trains a model.
+"""``ifqa`` command line: ``ifqa score`` rates face images, ``ifqa train`` trains a model, ``ifqa evaluate-mos`` and
+``ifqa compare`` evaluate against human scores and between restoration methods.
 
 Exit status: 0 success, 1 when any file failed, 2 for usage errors, 130 when interrupted (Ctrl-C).
 """
@@ -58,6 +59,7 @@ def _parser() -> argparse.ArgumentParser:
     add_train_arguments(t)  # one flag per TrainConfig field (ifqa_loss/train/config.py)
     t.add_argument("--no-progress", action="store_true",
                    help="no progress bar (validation records still go to stderr as JSON lines)")
+    _add_evaluation_parsers(sub)
     return p
 
 
@@ -72,6 +74,8 @@ def main(argv: list[str] | None = None) -> int:
             return score_faces_command(args) if args.detect else score_command(args)
         if args.command == "align":
             return align_command(args)
+        if args.command in ("evaluate-mos", "compare"):
+            return evaluation_command(args)
         return train_command(args)
     except UsageError as e:
         print(f"ifqa: error: {e}", file=sys.stderr)
@@ -362,6 +366,31 @@ def _dist_merge(ddp: _Dist, results: list[dict], failed: int) -> tuple[list[dict
     if ddp.rank != 0:
         return [], 0
     return [r for part, _ in gathered for r in part], sum(n for _, n in gathered)
+
+
+# ---------------------------------------------------------------- evaluate-mos, compare (evaluation.py, compare.py)
+
+
+def _add_evaluation_parsers(sub) -> None:
+    from . import compare, evaluation
+
+    e = sub.add_parser("evaluate-mos", help="agreement of the scores with human opinion scores (SRCC, PLCC, ...)")
+    evaluation.add_arguments(e)
+    c = sub.add_parser("compare", help="compare restoration methods on the same faces; an HTML report")
+    compare.add_arguments(c)
+
+
+def evaluation_command(args) -> int:
+    from . import compare, evaluation
+
+    if args.device == "cpu":
+        reuse_freed_memory()
+    try:
+        if args.command == "evaluate-mos":
+            return evaluation.run_evaluate_mos(args)
+        return compare.run_compare(args)
+    except ValueError as e:  # LayoutError, a weights problem, a bad option: the message names it
+        raise UsageError(str(e)) from None
 
 
 # ---------------------------------------------------------------- train
