@@ -17,9 +17,19 @@ The classical baselines (Laplacian variance, Tenengrad) see the same 8-bit 256x2
       scores at or above the clean face. A loss that rewards sharpening halos teaches a generator to add them.
   (5) mirror consistency (a diagnostic, no target): how much the score of a face changes when it is mirrored
       left-right, in units of the spread of the clean faces' scores, and the correlation of the two scores.
+  (6) cross-content ranking: one degraded version per face, every face a different person. The types are
+      dealt out evenly over the faces and each face gets a severity drawn uniformly in [1, 5] on the scale of
+      (1) (1 = the first level of LEVELS, 5 = the last, linear in between), all from a fixed seed. Spearman of
+      the score with the quality (= minus the severity; +1 = perfect) over all faces and per type, with a
+      bootstrap 90% interval; and the spread of the clean faces' scores, on its own and against the drops.
+  (7) synthetic-opinion blur test: CROSS["blur_faces"] faces at 512 px, each blurred once with a Gaussian
+      sigma drawn uniformly in [0, 4] (px at 512), opinion = 5 - sigma + N(0, 0.2); Spearman(score, opinion)
+      (+1 = perfect). The opinion's own noise caps it: "oracle" is the Spearman of 5 - sigma itself.
 
 Spearman is scipy's ``spearmanr``; the ROC AUC is scipy's Mann-Whitney U over the number of pairs (ties count
 half; torchmetrics' ``binary_auroc`` would squash the baselines' scores, which exceed 1, through a sigmoid).
+
+Sections (6) and (7) also run on held-out faces: ``benchmarks/heldout_severity.py``.
 
 Usage: python benchmarks/quality.py [--weights ifqa-lite] [--subset N] [--out FILE]
 """
@@ -32,7 +42,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from scipy.stats import mannwhitneyu, spearmanr
+from scipy.stats import mannwhitneyu, rankdata, spearmanr
 
 from common import RESULTS, SHARED, machine, print_table, require, write_json
 from ifqa_loss import IFQA
@@ -52,6 +62,9 @@ LEVELS = {
 LQ_SETS = ["codeformer_cropped", "gfpgan_cropped", "diffbir_aligned", "gpen_val_pairs/lq"]
 # (4): Gaussian blur sigma, then an unsharp mask of this radius and amount
 SHARPEN = {"blur_sigma": [1.0, 1.5], "unsharp_amount": [1.0, 2.0, 4.0], "unsharp_radius": 1.5}
+# (6) and (7): the seeds of the draws and the blur test's set-up (the issue 29 protocol)
+CROSS = {"seed": 0, "severity_range": [1.0, 5.0], "bootstrap": 2000, "blur_faces": 36, "blur_size": 512,
+         "blur_sigma": [0.0, 4.0], "opinion_noise": 0.2, "blur_seed": 0}
 
 
 def degrade_8bit(faces: torch.Tensor, kind: str, level, seed: int = 0) -> torch.Tensor:
@@ -90,6 +103,21 @@ def spearman(a: np.ndarray, b: np.ndarray) -> float:
     return float(spearmanr(a, b).statistic)
 
 
+def spearman_interval(a: np.ndarray, b: np.ndarray, n_boot: int, seed: int = 0) -> list[float]:
+    """Bootstrap 90% interval (5th, 95th percentile) of Spearman(a, b) over resampled pairs. Per type the
+    cross-content test has ~23 faces, where one face more or less moves the Spearman by a few hundredths:
+    the interval says how far apart two models must be before the difference means anything."""
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, len(a), (n_boot, len(a)))
+    ra, rb = rankdata(a[idx], axis=1), rankdata(b[idx], axis=1)
+    ra, rb = ra - ra.mean(1, keepdims=True), rb - rb.mean(1, keepdims=True)
+    den = np.sqrt((ra ** 2).sum(1) * (rb ** 2).sum(1))
+    rho = (ra * rb).sum(1)[den > 0] / den[den > 0]  # a resample of one repeated pair orders nothing: dropped
+    if len(rho) == 0:
+        return [float("nan"), float("nan")]
+    return [float(np.percentile(rho, 5)), float(np.percentile(rho, 95))]
+
+
 def roc_auc(pos: np.ndarray, neg: np.ndarray) -> float:
     """Probability that a positive scores above a negative, ties counting half: Mann-Whitney U / pairs (scipy)."""
     return float(mannwhitneyu(pos, neg).statistic / (len(pos) * len(neg)))
@@ -124,6 +152,114 @@ def control_boxes(boxes: torch.Tensor) -> torch.Tensor:
     d = (eye_r - eye_l).norm(dim=1)[:, None]
     unit = torch.tensor([[0.0, -0.6], [0.0, -0.6], [0.6, 0.0], [0.0, 0.45]])[None]
     return boxes + (unit * d[:, :, None]).repeat(1, 1, 2)
+
+
+# ---------------------------------------------------------------- (6) cross-content and (7) blur opinion
+
+
+def level_at(kind: str, severity: float) -> float:
+    """The ``degrade`` level of ``kind`` at a severity in [1, 5]: LEVELS[kind][k - 1] at an integer k, linear in
+    between (JPEG quality is rounded by ``degrade``)."""
+    levels = LEVELS[kind]
+    pos = min(max(severity - 1.0, 0.0), len(levels) - 1.0)
+    lo = min(int(pos), len(levels) - 2)
+    return float(levels[lo] + (pos - lo) * (levels[lo + 1] - levels[lo]))
+
+
+def cross_content_draws(n: int, seed: int) -> list[tuple[str, float]]:
+    """``(kind, severity)`` for each of ``n`` faces. The kinds are dealt round-robin over a seeded permutation, so
+    each type gets n/5 faces (a type drawn at random could get 15 faces one seed and 30 the next); the severity
+    is uniform in CROSS["severity_range"]."""
+    gen = torch.Generator().manual_seed(seed)
+    order = torch.randperm(n, generator=gen)
+    lo, hi = CROSS["severity_range"]
+    sev = torch.rand(n, generator=gen, dtype=torch.float64) * (hi - lo) + lo
+    kinds = list(LEVELS)
+    kind_of = [""] * n
+    for rank, face in enumerate(order.tolist()):
+        kind_of[face] = kinds[rank % len(kinds)]
+    return [(kind_of[i], float(sev[i])) for i in range(n)]
+
+
+def cross_content_faces(faces: torch.Tensor, seed: int) -> tuple[list[tuple[str, float]], torch.Tensor]:
+    """The draws and the (N, 3, H, W) uint8 degraded faces, one per face, through ``degrade`` (noise seed per
+    face) and rounded to 8 bits."""
+    draws = cross_content_draws(len(faces), seed)
+    out = torch.cat([degrade_8bit(faces[i:i + 1], kind, level_at(kind, sev), seed=seed * 100_003 + i)
+                     for i, (kind, sev) in enumerate(draws)])
+    return draws, out
+
+
+def cross_content_stats(draws: list[tuple[str, float]], clean: np.ndarray, degraded: np.ndarray) -> dict:
+    """Spearman of the degraded faces' scores with the quality (minus the severity; +1 = perfect), overall and per
+    type, and the clean faces' spread: its statistics; ``clean_std_over_mean_drop``, the std of the clean scores
+    over the mean drop from each face's clean score to its degraded one (near 1: the person moves the score as
+    much as the degradation does); and ``degraded_at_or_above_clean``, the share of pairs of different faces
+    where the degraded one scores at or above the clean one (0 = every degraded face ranks below every clean
+    one)."""
+    kinds = np.array([k for k, _ in draws])
+    quality = -np.array([s for _, s in draws])
+    n_boot = CROSS["bootstrap"]
+
+    def rho(mask):
+        if mask.sum() < 2:  # a subset smaller than the number of types leaves some with one face or none
+            return {"spearman_score_vs_quality": float("nan"), "ci90": [float("nan")] * 2, "faces": int(mask.sum())}
+        return {"spearman_score_vs_quality": spearman(degraded[mask], quality[mask]),
+                "ci90": spearman_interval(degraded[mask], quality[mask], n_boot), "faces": int(mask.sum())}
+
+    per_type = {k: rho(kinds == k) for k in LEVELS}
+    pairs = degraded[None, :] >= clean[:, None]  # [i, j]: degraded face j at or above clean face i
+    np.fill_diagonal(pairs, False)
+    drop = float((clean - degraded).mean())
+    return {"overall": rho(np.ones(len(kinds), bool)), "per_type": per_type,
+            "worst_type": float(np.nanmin([v["spearman_score_vs_quality"] for v in per_type.values()])),
+            "clean": {"min": float(clean.min()), "max": float(clean.max()), "mean": float(clean.mean()),
+                      "std": float(clean.std()), "p5": float(np.percentile(clean, 5)),
+                      "p95": float(np.percentile(clean, 95))},
+            "mean_drop": drop, "clean_std_over_mean_drop": float(clean.std() / drop) if drop > 0 else float("inf"),
+            "degraded_at_or_above_clean": float(pairs.sum() / (len(clean) * (len(clean) - 1))),
+            "clean_scores": clean.tolist(), "degraded_scores": degraded.tolist()}
+
+
+def cross_content(scorers: dict, faces: torch.Tensor, names: list[str], seed: int) -> dict:
+    """Section (6) on (N, 3, 256, 256) uint8 ``faces``: every scorer on the same degraded faces."""
+    draws, degraded = cross_content_faces(faces, seed)
+    res = {"draws": [{"name": n, "kind": k, "severity": s, "level": level_at(k, s)}
+                     for n, (k, s) in zip(names, draws)]}
+    for m, f in scorers.items():
+        res[m] = cross_content_stats(draws, f(faces).numpy(), f(degraded).numpy())
+    return res
+
+
+def blur_opinion(scorers: dict, faces512: torch.Tensor, names: list[str], seed: int) -> dict:
+    """Section (7) on (N, 3, 512, 512) uint8 faces. Every scorer sees the blurred 8-bit 512 px image: IFQA through
+    ``score_images`` (which resizes it as ``ifqa score`` does), the baselines on the 512 px image itself."""
+    gen = torch.Generator().manual_seed(seed)
+    lo, hi = CROSS["blur_sigma"]
+    sigma = torch.rand(len(faces512), generator=gen, dtype=torch.float64) * (hi - lo) + lo
+    opinion = (5.0 - sigma + CROSS["opinion_noise"] * torch.randn(len(faces512), generator=gen,
+                                                                  dtype=torch.float64)).numpy()
+    # kornia's Gaussian is undefined at sigma 0; below 0.05 px the kernel is a delta anyway, so keep the face
+    blurred = torch.cat([faces512[i:i + 1] if s < 0.05 else degrade_8bit(faces512[i:i + 1], "blur", float(s))
+                         for i, s in enumerate(sigma.tolist())])
+    res = {"faces": len(faces512), "oracle_spearman": spearman(-sigma.numpy(), opinion),
+           "per_face": [{"name": n, "sigma": float(s), "opinion": float(o)}
+                        for n, s, o in zip(names, sigma.tolist(), opinion)]}
+    for m, f in scorers.items():
+        score = f(blurred).numpy()
+        res[m] = {"spearman_score_vs_opinion": spearman(score, opinion),
+                  "ci90": spearman_interval(score, opinion, CROSS["bootstrap"]), "scores": score.tolist()}
+    return res
+
+
+def cross_table(title: str, rows: list[tuple[str, dict, dict]]) -> None:
+    """One compact table of sections (6) and (7): ``(label, cross_content_stats, blur_opinion entry)`` rows."""
+    print_table(title, ["scorer", "overall", *LEVELS, "worst", "blur-opinion", "clean std", "std/drop",
+                        "deg>=clean"],
+                [[label, c["overall"]["spearman_score_vs_quality"],
+                  *(c["per_type"][k]["spearman_score_vs_quality"] for k in LEVELS), c["worst_type"],
+                  b["spearman_score_vs_opinion"], c["clean"]["std"], c["clean_std_over_mean_drop"],
+                  c["degraded_at_or_above_clean"]] for label, c, b in rows])
 
 
 def main() -> None:
@@ -223,12 +359,27 @@ def main() -> None:
                 "invariant), and their correlation", ["metric", "mean change / std", "correlation"],
                 [[m, v["mean_abs_change_over_std"], v["pearson"]] for m, v in mirror.items()])
 
+    # (6) cross-content ranking and (7) synthetic-opinion blur test
+    cross = cross_content(scorers, hq, names, CROSS["seed"])
+    n_blur = min(CROSS["blur_faces"], len(names))
+    _, hq512 = load_folder(hq_dir, size=CROSS["blur_size"], names=names[:n_blur])
+    blur = blur_opinion(scorers, hq512, names[:n_blur], CROSS["blur_seed"])
+    cross_table(f"(6) cross-content Spearman(score, quality) on {len(names)} hq_eval faces, one degraded version "
+                f"each (+1 = perfect), and (7) Spearman(score, synthetic opinion) on {n_blur} faces blurred at "
+                f"{CROSS['blur_size']} px (oracle {blur['oracle_spearman']:.3f}); clean std, its ratio to the mean "
+                "drop, share of pairs of different faces where the degraded one scores >= the clean one",
+                [(m, cross[m], blur[m]) for m in scorers])
+
     summary = {
         "severity_worst_type": {m: max(v["mean_spearman"] for v in severity[m].values()) for m in scorers},
         "auc": {m: auc[m]["auc"] for m in scorers},
         "region_ratio_mixed": {m: region[m]["mixed"]["ratio"] for m in scorers},
         "sharpened_at_or_above_clean_worst": {m: max(e["share_at_or_above_clean"] for e in sharpen_share[m])
                                               for m in scorers},
+        "cross_content_overall": {m: cross[m]["overall"]["spearman_score_vs_quality"] for m in scorers},
+        "cross_content_worst_type": {m: cross[m]["worst_type"] for m in scorers},
+        "blur_opinion": {m: blur[m]["spearman_score_vs_opinion"] for m in scorers},
+        "clean_score_std": {m: cross[m]["clean"]["std"] for m in scorers},
     }
     print_table("summary (acceptance: worst-type Spearman <= -0.95, AUC >= 0.95, region ratio >= 1.5)",
                 ["metric", "worst Spearman", "AUC", "region ratio (mixed)"],
@@ -239,7 +390,8 @@ def main() -> None:
         "lq_images": len(lq_names),
         "levels": LEVELS, "severity": severity, "real_lq": auc, "ifqa_score_per_file": per_file,
         "regions": region, "region_area": area, "sharpen_levels": SHARPEN, "over_sharpening": sharpen_share,
-        "mirror": mirror, "summary": summary, "machine": machine(), "seconds": round(time.perf_counter() - t0, 1),
+        "mirror": mirror, "cross_settings": CROSS, "cross_content": cross, "blur_opinion": blur,
+        "summary": summary, "machine": machine(), "seconds": round(time.perf_counter() - t0, 1),
     })
 
 

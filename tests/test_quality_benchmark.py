@@ -72,6 +72,13 @@ def test_quality_benchmark_subset(tmp_path):
     pairs_won = sum((h > v) + 0.5 * (h == v) for h in hq for v in lq)
     assert res["real_lq"]["ifqa"]["auc"] == pytest.approx(pairs_won / (len(hq) * len(lq)), abs=1e-12)
     assert res["real_lq"]["ifqa"]["lq_mean"] == pytest.approx(sum(lq) / len(lq), abs=1e-6)
+    # (6) and (7) ran for every scorer on this subset (12 faces: 2-3 per type, too few for floors) and the summary
+    # carries their headline numbers
+    assert set(res["cross_content"]) == {"draws", *res["real_lq"]} and len(res["cross_content"]["draws"]) == 12
+    assert res["blur_opinion"]["faces"] == 12 and set(res["blur_opinion"]) >= set(res["real_lq"])
+    for key in ("cross_content_overall", "cross_content_worst_type", "blur_opinion", "clean_score_std"):
+        assert set(res["summary"][key]) == set(res["real_lq"]), key
+    assert res["summary"]["clean_score_std"]["ifqa"] > 0  # different people do not all score the same
 
 
 @pytest.mark.skipif(not (SHARED / "data" / "faces256" / "val.txt").is_file(),
@@ -80,7 +87,8 @@ def test_heldout_severity_subset(tmp_path):
     stdout, res = run_benchmark("heldout_severity.py", tmp_path / "heldout.json", "--n", "6")
     assert "held-out severity" in stdout and res["images"] == 6
     (only,) = res["results"]
-    assert set(only) == {"weights", "blur", "noise", "jpeg", "downup", "mixed", "mirror_pearson"}
+    assert set(only) == {"weights", "blur", "noise", "jpeg", "downup", "mixed", "mirror_pearson", "cross_content",
+                         "blur_opinion"}
     assert "ifqa-lite" in only["weights"]  # the bundled model by default
     # loose floors: the bundled model orders every type well on held-out faces (README: worst JPEG -0.94)
     for kind in ("blur", "noise", "jpeg", "downup", "mixed"):
@@ -102,3 +110,84 @@ def test_statistics_are_scipy_with_ties_handled():
     assert quality.roc_auc(pos, neg) == pytest.approx((1 + 0.5 + 1 + 1 + 0.5 + 0) / 6)
     # scores above 1 (the Laplacian's variance) are ranked as they are, not squashed
     assert quality.roc_auc(np.array([900.0, 1200.0]), np.array([300.0, 1000.0])) == pytest.approx(0.75)
+
+
+def _cross_module():
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import quality
+
+    return quality
+
+
+def test_cross_content_draws_and_statistics():
+    """The draws are seeded, deal the types evenly and stay on quality.py's severity scale; the statistics reward
+    a score that follows the quality whoever the face is."""
+    import numpy as np
+
+    q = _cross_module()
+    draws = q.cross_content_draws(23, seed=0)
+    assert draws == q.cross_content_draws(23, seed=0) and draws != q.cross_content_draws(23, seed=1)
+    counts = [sum(k == kind for k, _ in draws) for kind in q.LEVELS]
+    assert sorted(counts) == [4, 4, 5, 5, 5]  # 23 faces over 5 types: no type gets fewer than 23 // 5
+    assert all(1.0 <= s <= 5.0 for _, s in draws) and len({s for _, s in draws}) == 23
+    for kind, levels in q.LEVELS.items():  # severity k is the k-th level of (1), linear in between
+        assert [q.level_at(kind, k) for k in range(1, 6)] == pytest.approx(levels)
+        assert q.level_at(kind, 1.5) == pytest.approx((levels[0] + levels[1]) / 2)
+
+    sev = np.array([s for _, s in draws])
+    clean = np.full(23, 0.9)
+    perfect = q.cross_content_stats(draws, clean, 0.8 - 0.1 * sev)  # falls with severity, whoever the face is
+    assert perfect["overall"]["spearman_score_vs_quality"] == pytest.approx(1.0)
+    assert all(v["spearman_score_vs_quality"] == pytest.approx(1.0) for v in perfect["per_type"].values())
+    assert perfect["degraded_at_or_above_clean"] == 0.0 and perfect["clean"]["std"] == pytest.approx(0.0, abs=1e-12)
+    # a score that ranks by the person, not the quality: each face's score is its own offset plus a small drop
+    person = np.linspace(0.3, 0.95, 23)[np.random.default_rng(0).permutation(23)]
+    by_person = q.cross_content_stats(draws, person, person - 0.01 * sev)
+    assert abs(by_person["overall"]["spearman_score_vs_quality"]) < 0.5
+    assert by_person["clean_std_over_mean_drop"] > 5 and by_person["degraded_at_or_above_clean"] > 0.3
+    lo, hi = by_person["overall"]["ci90"]
+    assert lo < by_person["overall"]["spearman_score_vs_quality"] < hi
+
+
+@pytest.mark.skipif(not (SHARED / "data" / "faces256" / "val.txt").is_file(),
+                    reason="../shared/data/faces256 is absent (training data)")
+@pytest.mark.slow
+def test_heldout_cross_content_subset(tmp_path):
+    """--cross-content-only on 30 held-out faces (6 per type): the statistics are those of the stored scores, and
+    the classical baselines behave as their filters must."""
+    import numpy as np
+    from scipy.stats import spearmanr
+
+    stdout, res = run_benchmark("heldout_severity.py", tmp_path / "cc.json", "--n", "30", "--cross-content-only")
+    assert "held-out cross-content" in stdout and "held-out severity" not in stdout
+    (only,) = res["results"]
+    assert set(only) == {"weights", "cross_content", "blur_opinion"}  # the severity sweeps were skipped
+    draws = res["cross_draws"]
+    assert len(draws) == 30 and {sum(d["kind"] == k for d in draws) for k in res["levels"]} == {6}
+    quality = -np.array([d["severity"] for d in draws])
+    kinds = np.array([d["kind"] for d in draws])
+    for scorer in (only, *res["baselines"].values()):
+        cc = scorer["cross_content"]
+        deg = np.array(cc["degraded_scores"])
+        assert cc["overall"]["spearman_score_vs_quality"] == pytest.approx(spearmanr(deg, quality).statistic)
+        for k, v in cc["per_type"].items():
+            assert v["spearman_score_vs_quality"] == pytest.approx(spearmanr(deg[kinds == k], quality[kinds == k])
+                                                                   .statistic)
+        assert cc["clean"]["std"] == pytest.approx(np.std(cc["clean_scores"]))
+        opinion = [d["opinion"] for d in res["blur_draws"]]
+        assert scorer["blur_opinion"]["spearman_score_vs_opinion"] == pytest.approx(
+            spearmanr(scorer["blur_opinion"]["scores"], opinion).statistic)
+    assert res["blur_faces"] == 30 and all(0 <= d["sigma"] <= 4 for d in res["blur_draws"])
+    assert res["blur_oracle_spearman"] > 0.9  # the opinion's noise (0.2) leaves the sigma ranking nearly intact
+    lap = res["baselines"]["laplacian_var"]
+    # blur removes the high frequencies the Laplacian measures, on any face; noise adds them, so the Laplacian
+    # ranks noisy faces backwards (these are the filters' physics, not thresholds on a trained model)
+    assert lap["cross_content"]["per_type"]["blur"]["spearman_score_vs_quality"] > 0.8
+    assert lap["cross_content"]["per_type"]["noise"]["spearman_score_vs_quality"] < 0
+    assert lap["blur_opinion"]["spearman_score_vs_opinion"] > 0.8
+    # loose floors for the bundled model (today on these 30 faces: overall 0.64, blur-opinion 0.81)
+    ifqa = only["cross_content"]
+    assert "ifqa-lite" in only["weights"] and all(0 <= v <= 1 for v in ifqa["degraded_scores"] + ifqa["clean_scores"])
+    assert ifqa["overall"]["spearman_score_vs_quality"] > 0.4
+    assert only["blur_opinion"]["spearman_score_vs_opinion"] > 0.5
+    assert ifqa["mean_drop"] > 0  # degrading a face lowers its score on average
