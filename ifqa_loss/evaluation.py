@@ -188,8 +188,8 @@ def _levenberg_marquardt(x, y, p0, iterations: int = 200) -> tuple[np.ndarray, f
             r2, jac2 = _residual_jacobian(x, y, cand)
             c2 = float(r2 @ r2)
             if np.isfinite(c2) and c2 < cost:
-                # converged when the cost stops falling (relative 1e-12) or the step vanishes
-                converged = cost - c2 <= 1e-12 * max(cost, 1e-300) or np.abs(step).max() <= 1e-10 * (
+                # converged when the cost stops falling (relative 1e-10) or the step vanishes
+                converged = cost - c2 <= 1e-10 * max(cost, 1e-300) or np.abs(step).max() <= 1e-10 * (
                     np.abs(p).max() + 1e-10)
                 p, r, jac, cost = cand, r2, jac2, c2
                 lam = max(lam / 10, 1e-12)
@@ -216,7 +216,7 @@ def fit_logistic(score, mos, starts: Sequence[np.ndarray] | None = None, iterati
     """Least-squares fit of ``mos ~ logistic4(score)`` (Levenberg-Marquardt, analytic Jacobian).
 
     Started from several points (plateaus at the MOS extremes, centre at the median score, slopes from 1/10 to 3
-    times the score spread, rising and falling) and the best kept: the logistic's sum of squares has flat
+    times the score spread; rising and falling) and the best kept: the logistic's sum of squares has flat
     regions where a single start can stall. ``starts`` replaces them (the bootstrap warm-starts from the full
     fit, with fewer ``iterations``: near-linear data drive the fit toward an ever flatter logistic, a valley
     whose last iterations change the PLCC by less than 1e-6).
@@ -229,8 +229,7 @@ def fit_logistic(score, mos, starts: Sequence[np.ndarray] | None = None, iterati
         lo, hi, mid = float(y.min()), float(y.max()), float(np.median(x))
         rising = plcc(x, y) >= 0 if np.ptp(x) > 0 else True
         b1, b2 = (hi, lo) if rising else (lo, hi)
-        starts = [np.array([b1, b2, centre, spread * k])
-                  for k in (0.1, 0.3, 1.0, 3.0) for centre in (mid, float(np.mean(x)))]
+        starts = [np.array([b1, b2, mid, spread * k]) for k in (0.1, 0.3, 1.0, 3.0)]
         starts.append(np.array([b2, b1, mid, spread]))  # the other direction, should the data say so
     best: LogisticFit | None = None
     for p0 in starts:
@@ -764,7 +763,14 @@ class ScoreCache:
             return
         if self._file is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            cut = False
+            if self.path.is_file() and self.path.stat().st_size > 0:
+                with open(self.path, "rb") as f:
+                    f.seek(-1, os.SEEK_END)
+                    cut = f.read(1) != b"\n"
             self._file = open(self.path, "a", encoding="utf-8")
+            if cut:  # end the line an interruption cut short, or the next entry would be lost with it
+                self._file.write("\n")
         lines = []
         for item, scores in rows:
             try:
