@@ -26,7 +26,11 @@ Writes JSON (no images) and one picture of a single face (HQ / start / PGD 4/255
 changes) to ``--picture`` (default benchmarks/results/robustness_example.png, git-ignored: faces256 is research
 data and must not be committed).
 
-Usage: python benchmarks/robustness.py [--n 8] [--steps 50] [--weights ifqa-lite] [--out FILE]
+``--quick`` screens a candidate in a few minutes: blur and JPEG starts only, budgets 1/255 and 4/255, no reverse
+or EOT attack, no picture, and by default fewer faces (6) and PGD steps (20) and its own output file. A quick run
+is for choosing what to run in full: acceptance figures come from the full 50-step run.
+
+Usage: python benchmarks/robustness.py [--n 8] [--steps 50] [--weights ifqa-lite] [--out FILE] [--quick]
 """
 from __future__ import annotations
 
@@ -57,6 +61,7 @@ EVALUATOR = REPO / "examples" / "weights" / "ifqa-lite-evaluator.safetensors"
 PICTURE = RESULTS / "robustness_example.png"
 # acceptance of issue 30 (blur and JPEG starting points)
 TARGETS = {"pgd_rise_1/255": 0.10, "pgd_rise_4/255": 0.25}
+QUICK = {"n": 6, "steps": 20, "starts": ["blur", "jpeg"], "eps_255": [1, 4], "out": "/tmp/robustness_quick.json"}
 
 
 def eps_key(e: int) -> str:
@@ -198,8 +203,11 @@ def summarise(start: np.ndarray, after: np.ndarray, names: list[str]) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--n", type=int, default=8, help="first N names of faces256's val.txt")
-    ap.add_argument("--steps", type=int, default=50, help="PGD steps (step size 2.5 * eps / steps)")
+    ap.add_argument("--quick", action="store_true",
+                    help="screening: blur and JPEG starts, 1/255 and 4/255, no reverse/EOT/picture; defaults "
+                         f"--n {QUICK['n']} --steps {QUICK['steps']} --out {QUICK['out']}")
+    ap.add_argument("--n", type=int, default=None, help="first N names of faces256's val.txt (default 8)")
+    ap.add_argument("--steps", type=int, default=None, help="PGD steps (step size 2.5 * eps / steps; default 50)")
     ap.add_argument("--weights", default=None, help="loss model weights, path or name (default: bundled ifqa-lite)")
     ap.add_argument("--evaluator", default=str(EVALUATOR), help="independent IFQA weights, only for judging")
     ap.add_argument("--eot-steps", type=int, default=25, help="PGD steps of the EOT attack")
@@ -209,8 +217,16 @@ def main() -> None:
     ap.add_argument("--adam-lr", type=float, default=2e-3)
     ap.add_argument("--track-every", type=int, default=25)
     ap.add_argument("--picture", default=str(PICTURE), help="PNG of one face; '' for none")
-    ap.add_argument("--out", default=str(RESULTS / "robustness.json"))
+    ap.add_argument("--out", default=None, help="JSON results (default benchmarks/results/robustness.json)")
     args = ap.parse_args()
+    full = {"n": 8, "steps": 50, "out": str(RESULTS / "robustness.json")}
+    for key, value in (QUICK if args.quick else full).items():
+        if key in full and getattr(args, key) is None:
+            setattr(args, key, value)
+    starts_run = QUICK["starts"] if args.quick else list(STARTS)
+    eps_run = QUICK["eps_255"] if args.quick else EPS_255
+    if args.quick:
+        args.picture = ""
     if args.n < 1 or args.steps < 1 or args.adam_steps < 1 or args.track_every < 1 or args.eot_steps < 1:
         raise SystemExit("--n, --steps, --eot-steps, --adam-steps and --track-every must be at least 1")
     t0 = time.perf_counter()
@@ -218,7 +234,7 @@ def main() -> None:
     names = (root / "val.txt").read_text().split()[: args.n]
     names, faces = load_folder(root / "images", size=SIZE, names=names)
     hq = to_float(faces)
-    starts = {kind: to_float(to_uint8(degrade(hq, kind, level, seed=0))) for kind, level in STARTS.items()}
+    starts = {kind: to_float(to_uint8(degrade(hq, kind, STARTS[kind], seed=0))) for kind in starts_run}
     criterion = IFQALoss(weights=args.weights)
     model = criterion.ifqa
     evaluator = IFQA(weights=args.evaluator)
@@ -235,7 +251,8 @@ def main() -> None:
         """The attack at every budget; also returns the images attacked at 4/255 (for the picture)."""
         s0, e0 = scores(model, x0), scores(evaluator, x0)
         out = {"start": {"loss_model": float(s0.mean()), "evaluator": float(e0.mean())}, "eps": {}}
-        for e in EPS_255:
+        adv4 = None
+        for e in eps_run:
             eps = e / 255
             adv = pgd(loss_score, x0, eps, args.steps, direction)
             out["eps"][eps_key(e)] = {
@@ -250,9 +267,9 @@ def main() -> None:
     pgd_res, adv4 = {}, {}
     for kind, x0 in starts.items():
         pgd_res[kind], adv4[kind] = attack_table(x0, 1.0)
-    reverse, _ = attack_table(hq, -1.0)
+    reverse = None if args.quick else attack_table(hq, -1.0)[0]
     rows = []
-    for kind, res in [*pgd_res.items(), ("clean (reverse)", reverse)]:
+    for kind, res in [*pgd_res.items(), *([] if reverse is None else [("clean (reverse)", reverse)])]:
         for k, r in res["eps"].items():
             rows.append([kind, k, r["loss_model"]["mean_start"], r["loss_model"]["mean_after"],
                          r["loss_model"]["change"], r["loss_model_8bit"]["mean_after"], r["evaluator"]["mean_start"],
@@ -272,7 +289,7 @@ def main() -> None:
             return ens_eval(x, torch.Generator().manual_seed(12345)).numpy()
 
     eot = {}
-    for kind in EOT_STARTS:
+    for kind in [] if args.quick else EOT_STARTS:
         x0 = starts[kind]
         s0, e0 = ens_fixed(x0), scores(evaluator, x0)
         eot[kind] = {}
@@ -282,12 +299,13 @@ def main() -> None:
             eot[kind][eps_key(e)] = {"eps": eps, "linf": float((adv - x0).abs().max()),
                                      "ensemble": summarise(s0, ens_fixed(adv), names),
                                      "evaluator": summarise(e0, scores(evaluator, adv), names)}
-    print_table(f"(3) EOT PGD against random_transform_ensemble ({args.eot_steps} steps, gradient averaged over "
+    if eot:
+        print_table(f"(3) EOT PGD against random_transform_ensemble ({args.eot_steps} steps, gradient averaged over "
                 f"{args.eot_draws} draws; ensemble measured on {args.ensemble_eval_draws} fixed draws)",
-                ["start", "eps", "ensemble start", "ensemble after", "change", "eval start", "eval after"],
-                [[kind, k, r["ensemble"]["mean_start"], r["ensemble"]["mean_after"], r["ensemble"]["change"],
-                  r["evaluator"]["mean_start"], r["evaluator"]["mean_after"]]
-                 for kind, res in eot.items() for k, r in res.items()])
+                    ["start", "eps", "ensemble start", "ensemble after", "change", "eval start", "eval after"],
+                    [[kind, k, r["ensemble"]["mean_start"], r["ensemble"]["mean_after"], r["ensemble"]["change"],
+                      r["evaluator"]["mean_start"], r["evaluator"]["mean_after"]]
+                     for kind, res in eot.items() for k, r in res.items()])
 
     # (4) Adam on the pixels
     adam, adam_last = {}, {}
@@ -313,7 +331,8 @@ def main() -> None:
     for metric, name in [("psnr", "adam_psnr_change"), ("evaluator", "adam_evaluator_change")]:
         ch = {k: adam[k]["change"][metric] for k in ADAM_STARTS}
         acc[name] = {"target": ">= 0", **ch, "met": all(v >= 0 for v in ch.values())}
-    print_table(f"acceptance (issue 30; {args.steps} PGD steps, {args.adam_steps} Adam steps)",
+    print_table(f"acceptance (issue 30; {args.steps} PGD steps, {args.adam_steps} Adam steps"
+                f"{'; QUICK SCREENING, not the acceptance run' if args.quick else ''})",
                 ["criterion", "target", "blur", "jpeg", "met"],
                 [[k, v["target"], v["blur"], v["jpeg"], v["met"]] for k, v in acc.items()])
 
@@ -331,9 +350,10 @@ def main() -> None:
     write_json(Path(args.out), {
         "model": {"backbone": model.backbone, "weights": model.weights_source},
         "evaluator": {"weights": evaluator.weights_source}, "images": len(names), "names": names, "size": SIZE,
-        "data": "faces256 val.txt (held out), first N names", "starts": STARTS,
+        "data": "faces256 val.txt (held out), first N names", "starts": {k: STARTS[k] for k in starts_run},
+        "quick": args.quick,
         "attack": {"norm": "linf", "steps": args.steps, "step_size": "2.5 * eps / steps", "step_factor": STEP_FACTOR,
-                   "eps_255": EPS_255, "gradient": "sign", "start": "the unperturbed image (no random start)",
+                   "eps_255": eps_run, "gradient": "sign", "start": "the unperturbed image (no random start)",
                    "projection": "eps-ball around the start, then clamp to [0, 1]",
                    "kept": "per image, the iterate with the best score (start included)"},
         "clean": {k: float(np.mean(v)) for k, v in clean.items()}, "clean_per_image": clean,

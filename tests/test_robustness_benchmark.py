@@ -116,3 +116,17 @@ def test_the_default_picture_is_not_committed():
     if proc.returncode == 128:
         pytest.skip("not a git checkout")
     assert proc.returncode == 0, f"{rel} is not git-ignored"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (SHARED / "data" / "faces256" / "val.txt").is_file(),
+                    reason="../shared/data/faces256 is absent (the held-out faces the benchmark attacks)")
+def test_quick_screening_runs_only_blur_and_jpeg_at_two_budgets(tmp_path):
+    stdout, res = run_benchmark("robustness.py", tmp_path / "quick.json", "--quick", "--n", "2", "--steps", "3",
+                                "--adam-steps", "2", "--track-every", "2")
+    assert "QUICK SCREENING" in stdout and res["quick"] is True
+    assert set(res["pgd"]) == {"blur", "jpeg"} and res["reverse"] is None and res["eot"]["results"] == {}
+    assert all(list(r["eps"]) == ["1/255", "4/255"] for r in res["pgd"].values())
+    assert res["attack"]["steps"] == 3 and res["attack"]["eps_255"] == [1, 4]
+    assert set(res["acceptance"]) == {"pgd_rise_1/255", "pgd_rise_4/255", "adam_psnr_change", "adam_evaluator_change"}
+    assert not (tmp_path / "robustness_example.png").exists()

@@ -25,6 +25,12 @@ OLD_FLAGS = ["--data", "--landmarks", "--val-list", "--train-list", "--arch", "-
              "--rank-kinds", "--region-rank-weight", "--region-rank-margin", "--rank-pairs", "--rank-zoom",
              "--rank-soften", "--flip-weight", "--flip-pairs", "--ema-decay", "--val-every", "--val-images",
              "--ckpt-every", "--seed", "--device", "--limit", "--no-resume", "--export-official", "--no-progress"]
+# flags added since (robust and cross-content training, issues 29 and 30), all off by default
+NEW_FLAGS = ["--robust-weight", "--robust-eps", "--robust-steps", "--robust-faces", "--robust-rank-weight",
+             "--cross-rank-weight", "--cross-rank-margin", "--cross-kinds", "--calib-weight", "--calib-target"]
+NEW_DEFAULTS = {"robust_weight": 0.0, "robust_eps": 4.0, "robust_steps": 1, "robust_faces": 4,
+                "robust_rank_weight": 0.0, "cross_rank_weight": 0.0, "cross_rank_margin": 0.15,
+                "cross_kinds": ["blur", "noise", "jpeg", "downup"], "calib_weight": 0.0, "calib_target": 0.9}
 
 # TrainConfig of `ifqa train --data d --out o` as the hand-written train_command built it
 OLD_DEFAULTS = {
@@ -35,7 +41,7 @@ OLD_DEFAULTS = {
     "generator_width": 16, "widths": None, "num_bottleneck": None, "degradation": {}, "init": None,
     "rank_weight": 0.0, "rank_margin": 0.15, "rank_kinds": ["jpeg", "jpeg", "jpeg", "blur", "noise", "downup"],
     "region_rank_weight": 0.0, "region_rank_margin": 0.03, "rank_pairs": 8, "rank_zoom": 1.0, "rank_soften": 0.0,
-    "flip_weight": 0.0, "flip_pairs": 4, "ema_decay": 0.0,
+    "flip_weight": 0.0, "flip_pairs": 4, "ema_decay": 0.0, **NEW_DEFAULTS,
 }
 
 _RECIPE_DATA = {"data": "../shared/data/faces256/images", "landmarks": "../shared/data/faces256/landmarks68.npz",
@@ -81,7 +87,7 @@ def _train_parser() -> argparse.ArgumentParser:
 
 def test_flags_are_exactly_the_old_ones():
     flags = [s for a in _train_parser()._actions for s in a.option_strings if s not in ("-h", "--help")]
-    assert sorted(flags) == sorted(OLD_FLAGS)
+    assert sorted(flags) == sorted(OLD_FLAGS + NEW_FLAGS)
 
 
 def test_defaults_are_the_old_ones(monkeypatch):
@@ -103,7 +109,7 @@ def test_every_field_has_help_and_every_flag_shows_it(capsys):
 
 def test_experimental_options_are_marked_and_no_recipe_sets_them(capsys):
     marked = experimental_flags()
-    assert marked and set(marked) <= set(OLD_FLAGS)
+    assert marked and set(marked) <= set(OLD_FLAGS + NEW_FLAGS)
     used = {w for c in _card_commands() for w in shlex.split(c) if w.startswith("--")}
     assert not used & set(marked), "a recipe sets an option marked experimental"
     assert cli.main(["train", "--help"]) == 0
@@ -129,6 +135,8 @@ def test_bundled_card_records_the_last_stage_config(monkeypatch):
     cfg = dataclasses.asdict(_config(_argv(CARD["stages"][-1]["command"]), monkeypatch))
     recorded = CARD["training"]
     filled_in = {"init", "widths", "num_bottleneck"}
+    # a card written before an option existed lacks it; the option's default is what that run did
+    recorded = {**{k: v for k, v in NEW_DEFAULTS.items() if k not in recorded}, **recorded}
     assert set(recorded) == set(cfg) - {"data", "out"}
     assert {k: recorded[k] for k in set(recorded) - filled_in} == {k: cfg[k] for k in set(recorded) - filled_in}
 

@@ -20,6 +20,7 @@ from typing import Any, Callable
 
 from .degradations import DegradationConfig
 from .ranking import check_kinds
+from .robust import CROSS_KINDS
 
 GROUPS = {
     "data": "data and output",
@@ -165,6 +166,35 @@ class TrainConfig:
     ema_decay: float = option(0.0, group="terms", bounds=(0, 1, True),
                               help="export an exponential moving average of the discriminator's weights (e.g. 0.99; "
                                    "0 = off)")
+    robust_weight: float = option(0.0, group="terms", bounds=(0, None, False),
+                                  help="weight of the BCE on adversarial copies of the step's faces, labels kept: "
+                                       "real faces attacked to score lower stay real, fakes attacked to score "
+                                       "higher stay fake (0 = off)")
+    robust_eps: float = option(4.0, group="terms", bounds=(0, 64, False),
+                               help="largest L-infinity budget of the attacks, in 8-bit levels; each image draws "
+                                    "its own in [0, this]")
+    robust_steps: int = option(1, group="terms", bounds=(1, 20, False),
+                               help="attack steps: 1 = FGSM with a random start (step 1.25 eps), N = PGD with a "
+                                    "random start and N steps of 2.5 eps / N")
+    robust_faces: int = option(4, group="terms", bounds=(1, None, False),
+                               help="real faces, and as many fakes, attacked per step")
+    robust_rank_weight: float = option(0.0, group="terms", bounds=(0, None, False),
+                                       help="weight of the severity hinge on attacked ranking twins (the harsher "
+                                            "pushed up, the milder down, the order kept; needs --rank-weight)")
+    cross_rank_weight: float = option(0.0, group="terms", bounds=(0, None, False),
+                                      help="weight of the cross-face severity hinge: of two images of different "
+                                           "faces, the milder-degraded one must score higher (0 = off)")
+    cross_rank_margin: float = option(0.15, group="terms", bounds=(0, None, False),
+                                      help="score margin per unit of severity gap of the cross-face hinge")
+    cross_kinds: list[str] = option(default_factory=lambda: list(CROSS_KINDS), group="terms", parse=parse_kinds,
+                                    cli_default=",".join(CROSS_KINDS), experimental=True,
+                                    help="comma-separated kinds of the cross-face images (one per face; severity "
+                                         "is compared across kinds)")
+    calib_weight: float = option(0.0, group="terms", bounds=(0, None, False),
+                                 help="weight of the calibration term: every real face's score is pulled up to "
+                                      "--calib-target, whoever it is (0 = off)")
+    calib_target: float = option(0.9, group="terms", bounds=(0, 1, False),
+                                 help="score the calibration term pulls clean faces up to")
 
 
 def _flag(f: dataclasses.Field, hints: dict) -> str:
@@ -242,8 +272,11 @@ def check_config(cfg: TrainConfig) -> None:
         if not ok:
             span = f">= {lo}" if hi is None else f"in [{lo}, {hi}{')' if hi_open else ']'}"
             raise ValueError(f"{f.name} must be {span}, got {v}")
-    if cfg.rank_weight > 0:
-        try:
-            check_kinds(cfg.rank_kinds)
-        except ValueError as e:
-            raise ValueError(f"rank_kinds: {e}") from None
+    for weight, kinds in (("rank_weight", "rank_kinds"), ("cross_rank_weight", "cross_kinds")):
+        if getattr(cfg, weight) > 0:
+            try:
+                check_kinds(getattr(cfg, kinds))
+            except ValueError as e:
+                raise ValueError(f"{kinds}: {e}") from None
+    if cfg.robust_rank_weight > 0 and cfg.rank_weight <= 0:
+        raise ValueError("robust_rank_weight attacks the severity pairs: it needs rank_weight > 0")

@@ -11,7 +11,8 @@ L1 plus an adversarial term from the discriminator's map.
 With ``raw_fake_frac=1`` every fake is a raw degraded face and the generator is skipped: a discriminator-only
 stage, typically started from trained weights with ``init`` (e.g. to add a degradation the model under-ranks).
 Optional terms (off by default): severity and region ranking (``ranking.py``), and mirror consistency, which
-asks the map of a mirrored real face to be the mirrored map. ``ema_decay`` exports a moving average of the
+asks the map of a mirrored real face to be the mirrored map; cross-face ranking and calibration, and adversarial
+copies of the step's faces that keep their labels (``robust.py``). ``ema_decay`` exports a moving average of the
 discriminator's weights instead of the last ones.
 
 Each step of :func:`train` is :func:`draw_batch`, :func:`make_fakes`, :func:`discriminator_step` (BCE plus the
@@ -44,10 +45,11 @@ from .data import FaceSet, read_name_list
 from .degradations import DegradationConfig, Degrader
 from .generator import RestorationUNet
 from .ranking import ranking_faces, ranking_hinge, region_pairs, severity_pairs
+from .robust import calibration_loss, cross_content_images, cross_face_hinge, draw_eps, perturb
 
 __all__ = ["LICENCE_NOTE", "TrainConfig", "Batch", "ExtraTerm", "EXTRA_TERMS", "extra_terms", "discriminator_batch",
-           "flip_consistency", "draw_batch", "make_fakes", "discriminator_step", "generator_step", "validate",
-           "validation_record", "train"]
+           "flip_consistency", "robust_terms", "draw_batch", "make_fakes", "discriminator_step", "generator_step",
+           "validate", "validation_record", "train"]
 
 LICENCE_NOTE = ("Trained on SCUT-FBP5500 faces (non-commercial research licence): these weights inherit the "
                 "data's NON-COMMERCIAL terms. Research and evaluation use only.")
@@ -159,6 +161,7 @@ class ExtraTerm:
     weight: float
     images: torch.Tensor
     loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    gap: torch.Tensor | None = None  # severity pairs only: the images are (milder, harsher), gap (k,) between them
 
 
 def _image_scores(logits: torch.Tensor) -> torch.Tensor:
@@ -175,7 +178,7 @@ def severity_ranking_term(cfg: TrainConfig, batch: Batch, gen: torch.Generator) 
         s_milder, s_harsher = _image_scores(logits).split(k)
         return ranking_hinge(s_milder, s_harsher, cfg.rank_margin * gap)
 
-    return ExtraTerm("loss_rank", cfg.rank_weight, torch.cat([milder, harsher]), loss)
+    return ExtraTerm("loss_rank", cfg.rank_weight, torch.cat([milder, harsher]), loss, gap)
 
 
 def region_ranking_term(cfg: TrainConfig, batch: Batch, gen: torch.Generator) -> ExtraTerm:
@@ -200,17 +203,91 @@ def mirror_term(cfg: TrainConfig, batch: Batch, gen: torch.Generator) -> ExtraTe
     return ExtraTerm("loss_flip", cfg.flip_weight, batch.hq[:n].flip(-1), loss)
 
 
+def cross_content_term(cfg: TrainConfig, batch: Batch, gen: torch.Generator) -> ExtraTerm:
+    """Across *different* faces, the milder-degraded image must score higher by ``cross_rank_margin`` per unit of
+    severity gap, whoever the faces are. The pool is the first ``rank_pairs`` real faces (severity 0, scored in the
+    BCE batch already) and one degraded version of each (random kind of ``cross_kinds``, random severity)."""
+    k = min(cfg.rank_pairs, cfg.batch_size)
+    degraded, severity = cross_content_images(batch.hq[:k], cfg.cross_kinds, gen)
+    face = torch.arange(k, device=severity.device).repeat(2)
+    pool_severity = torch.cat([torch.zeros_like(severity), severity])
+
+    def loss(logits: torch.Tensor, batch_logits: torch.Tensor) -> torch.Tensor:
+        pool = torch.cat([_image_scores(batch_logits[:k]), _image_scores(logits)])  # the BCE batch starts with reals
+        return cross_face_hinge(pool, pool_severity, face, cfg.cross_rank_margin)
+
+    return ExtraTerm("loss_cross_rank", cfg.cross_rank_weight, degraded, loss)
+
+
+def calibration_term(cfg: TrainConfig, batch: Batch, gen: torch.Generator) -> ExtraTerm:
+    """Every real face of the batch must score at least ``calib_target``; scores the BCE batch only, draws nothing."""
+    n = cfg.batch_size
+
+    def loss(_: torch.Tensor, batch_logits: torch.Tensor) -> torch.Tensor:
+        return calibration_loss(_image_scores(batch_logits[:n]), cfg.calib_target)
+
+    return ExtraTerm("loss_calib", cfg.calib_weight, batch.hq[:0], loss)
+
+
 #: The extra terms: (config field holding the weight, builder), in the order they draw from the generator and
 #: are logged. A term whose weight is 0 is not built, so it draws nothing and other recipes keep their streams.
 EXTRA_TERMS: tuple[tuple[str, Callable[[TrainConfig, Batch, torch.Generator], ExtraTerm]], ...] = (
     ("rank_weight", severity_ranking_term),
     ("region_rank_weight", region_ranking_term),
     ("flip_weight", mirror_term),
+    ("cross_rank_weight", cross_content_term),
+    ("calib_weight", calibration_term),
 )
 
 
 def extra_terms(cfg: TrainConfig, batch: Batch, gen: torch.Generator) -> list[ExtraTerm]:
     return [build(cfg, batch, gen) for weight, build in EXTRA_TERMS if getattr(cfg, weight) > 0]
+
+
+def robust_terms(cfg: TrainConfig, d_net: nn.Module, batch: Batch, fake: torch.Tensor, terms: list[ExtraTerm],
+                 gen: torch.Generator) -> list[ExtraTerm]:
+    """Adversarial copies that keep their labels, attacked against the current weights (:func:`robust.perturb`).
+
+    ``loss_robust``: the first ``robust_faces`` real faces attacked to score lower, and as many fakes attacked to
+    score higher, under the per-pixel BCE with their own labels. ``loss_robust_rank``: the severity twins of
+    ``loss_rank`` (in ``terms``), the harsher attacked up and the milder down, under the same hinge. One attack
+    covers both, so the network runs once per attack step. Off (empty, nothing drawn) while both weights are 0.
+    """
+    if cfg.robust_weight <= 0 and cfg.robust_rank_weight <= 0:
+        return []
+    n = min(cfg.robust_faces, cfg.batch_size) if cfg.robust_weight > 0 else 0
+    rank = next((t for t in terms if t.gap is not None), None) if cfg.robust_rank_weight > 0 else None
+    k = 0 if rank is None else rank.gap.shape[0]
+    images = torch.cat([batch.hq[:n], fake[:n], *([] if rank is None else [rank.images])])
+    direction = torch.cat([-torch.ones(n), torch.ones(n), -torch.ones(k), torch.ones(k)])  # real/milder down
+
+    def score(x: torch.Tensor) -> torch.Tensor:
+        return _image_scores(d_net.forward_logits(x * 2 - 1))
+
+    d_net.requires_grad_(False)  # input gradients only: the attack must not cost weight gradients
+    try:
+        adv = perturb(score, images, draw_eps(images.shape[0], cfg.robust_eps, gen), cfg.robust_steps, direction,
+                      gen)
+    finally:
+        d_net.requires_grad_(True)
+    out = []
+    if n:
+        labels = torch.cat([torch.ones_like(batch.masks[:n]), torch.zeros_like(batch.masks[:n])])
+        weight = 1.0 + cfg.primary_weight * torch.cat([batch.masks[:n], batch.masks[:n]])
+
+        def bce(logits: torch.Tensor, _: torch.Tensor) -> torch.Tensor:
+            return F.binary_cross_entropy_with_logits(logits, labels, weight=weight)
+
+        out.append(ExtraTerm("loss_robust", cfg.robust_weight, adv[:2 * n], bce))
+    if rank is not None:
+        gap = rank.gap
+
+        def hinge(logits: torch.Tensor, _: torch.Tensor) -> torch.Tensor:
+            s_milder, s_harsher = _image_scores(logits).split(k)
+            return ranking_hinge(s_milder, s_harsher, cfg.rank_margin * gap)
+
+        out.append(ExtraTerm("loss_robust_rank", cfg.robust_rank_weight, adv[2 * n:], hinge))
+    return out
 
 
 @dataclass
@@ -265,6 +342,7 @@ def discriminator_step(cfg: TrainConfig, run: _Run, batch: Batch, fake: torch.Te
     cut_masks = random_boxes_mask(cfg.batch_size, batch.hq.shape[-1], run.gen, device)
     imgs, labels, regions = discriminator_batch(batch.hq, fake, batch.masks, swap, cut_masks, cut)
     terms = extra_terms(cfg, batch, run.gen)
+    terms += robust_terms(cfg, run.d_net, batch, fake, terms, run.gen)
     # one forward pass for all images: the batch shape, and so the numbers, stay those of earlier runs
     logits = run.d_model(torch.cat([imgs, *(t.images for t in terms)]) * 2 - 1 if terms else imgs * 2 - 1)
     n_bce = imgs.shape[0]

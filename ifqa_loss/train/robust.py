@@ -1,0 +1,109 @@
+"""Robust and cross-content training terms for the discriminator.
+
+A loss model is only as good as what its gradient rewards: pixel perturbations of 1/255 took the first bundled
+``ifqa-lite`` from 0.29 to 0.93 on blurred faces (``benchmarks/robustness.py``). Adversarial training answers
+that by showing the discriminator the perturbed images *with their labels kept*: a real face perturbed within the
+budget to look worse stays real, a degraded face perturbed to look better stays fake, and (with ranking on) a
+harsher severity twin pushed up and its milder twin pushed down must still keep their order. The attacks are fast
+on purpose (FGSM with a random start, or a few PGD steps) so that a CPU step costs little more than a plain one.
+
+Cross-content ranking: the severity terms of ``ranking.py`` compare one face with itself, which says nothing about
+whether a blurred face of one person scores below a milder one of another. :func:`cross_face_hinge` compares images
+of *different* faces by their severities, and :func:`calibration_loss` pulls the clean faces of every person to the
+same high score.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+from .degradations import gaussian_blur
+from .ranking import SEVERITY_RANGES, degrade_at
+
+#: Kinds whose benchmark levels (quality.py) span about the same severities 0.1-0.95 of :data:`SEVERITY_RANGES`,
+#: so one severity number is comparable across them.
+CROSS_KINDS = ["blur", "noise", "jpeg", "downup"]
+
+
+def perturb(score_fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, eps: torch.Tensor, steps: int,
+            direction: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """L-infinity attack on ``score_fn``: a uniform random start in the eps-ball, then ``steps`` sign-gradient
+    steps that move each image's score in its ``direction``, projected back onto the ball and clamped to [0, 1].
+
+    One step is FGSM with a random start (step 1.25 eps, the fast adversarial training recipe of Wong et al.
+    2020); more steps are PGD with step 2.5 eps / steps (the benchmark's schedule). The network's own gradients
+    are not touched: only the input's gradient is taken.
+
+    Args:
+        score_fn: (N, 3, H, W) in [0, 1] -> (N,) scores. x: (N, 3, H, W) in [0, 1].
+        eps: (N,) budgets in [0, 1] units. direction: (N,) +1 to raise the score, -1 to lower it.
+    Returns:
+        (N, 3, H, W) in [0, 1], detached, with ``|result - x| <= eps`` per image.
+    """
+    e = eps.to(x)[:, None, None, None]
+    lo, hi = x - e, x + e
+    start = (torch.rand(x.shape, generator=gen) * 2 - 1).to(x)
+    adv = (x + start * e).clamp(0, 1)
+    alpha = (1.25 if steps == 1 else 2.5 / steps) * e
+    d = direction.to(x)
+    for _ in range(steps):
+        adv = adv.detach().requires_grad_(True)
+        (grad,) = torch.autograd.grad((d * score_fn(adv)).sum(), adv)
+        adv = torch.minimum(torch.maximum(adv.detach() + alpha * grad.sign(), lo), hi).clamp(0, 1)
+    return adv.detach()
+
+
+def draw_eps(n: int, max_255: float, gen: torch.Generator) -> torch.Tensor:
+    """(N,) budgets drawn uniformly in [0, ``max_255``] 8-bit levels, in [0, 1] units: mild and strong attacks."""
+    return torch.rand(n, generator=gen) * (max_255 / 255)
+
+
+def cross_content_images(hq: torch.Tensor, kinds: list[str], gen: torch.Generator, soften: float = 0.0):
+    """One degraded version of each face: a kind drawn uniformly from ``kinds`` and a severity in [0, 1].
+
+    ``soften`` blurs that share of the faces slightly first (sigma 0.4-1.2), so that a soft clean face is not
+    mistaken for severity 0 only because the training faces are sharp.
+
+    Returns:
+        images (N, 3, H, W) in [0, 1], severity (N,) on the scale of :data:`SEVERITY_RANGES`.
+    """
+    n = hq.shape[0]
+    pick = torch.randint(0, len(kinds), (n,), generator=gen)
+    u = torch.rand(n, generator=gen)
+    if soften > 0:
+        soft = (torch.rand(n, generator=gen) < soften).to(hq.device)
+        sigma = 0.4 + 0.8 * torch.rand(n, generator=gen)
+        hq = torch.where(soft[:, None, None, None], gaussian_blur(hq, sigma.to(hq.device)), hq)
+    out = hq.clone()
+    for kind in dict.fromkeys(kinds):
+        if kind not in SEVERITY_RANGES:
+            raise ValueError(f"unknown degradation kind {kind!r}; expected one of {sorted(SEVERITY_RANGES)}")
+        sel = torch.tensor([kinds[int(i)] == kind for i in pick])
+        if sel.any():
+            out[sel.to(hq.device)] = degrade_at(hq[sel.to(hq.device)], kind, u[sel], gen)
+    return out, u.to(hq.device)
+
+
+def cross_face_hinge(scores: torch.Tensor, severity: torch.Tensor, face: torch.Tensor, margin: float,
+                     min_gap: float = 0.05) -> torch.Tensor:
+    """Mean of ``relu(margin * gap - (score(milder) - score(harsher)))`` over every pair of images of *different*
+    faces whose severities differ by more than ``min_gap`` (smaller gaps are noise across kinds).
+
+    Args:
+        scores, severity: (M,). face: (M,) integer id of the face each image was made from.
+    Returns:
+        scalar; 0 when there is no such pair.
+    """
+    gap = severity[None, :] - severity[:, None]  # [i, j] > 0: image i is the milder one
+    pair = (gap > min_gap) & (face[:, None] != face[None, :])
+    if not pair.any():
+        return scores.sum() * 0
+    lead = scores[:, None] - scores[None, :]
+    return F.relu(margin * gap - lead)[pair].mean()
+
+
+def calibration_loss(scores: torch.Tensor, target: float) -> torch.Tensor:
+    """Mean squared shortfall of clean faces' scores below ``target``: every person's clean face scores high."""
+    return F.relu(target - scores).square().mean()

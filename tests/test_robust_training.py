@@ -1,0 +1,181 @@
+"""Robust and cross-content training terms (``ifqa_loss/train/robust.py``): the attacks stay inside their budget
+and move the score the way they are told before the update, the labels are kept, cross-face pairs are formed
+across faces only, and every new term is off by default and then changes nothing."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from ifqa_loss.cli import main
+from ifqa_loss.regions import region_masks, template_boxes
+from ifqa_loss.train.config import TrainConfig, check_config
+from ifqa_loss.train.degradations import gaussian_blur
+from ifqa_loss.train.robust import (calibration_loss, cross_content_images, cross_face_hinge, draw_eps, perturb)
+from ifqa_loss.train.trainer import Batch, extra_terms, robust_terms
+from ifqa_loss.weights import load_model
+
+FACES = Path(__file__).resolve().parents[2] / "shared" / "data" / "faces256"
+
+
+@pytest.fixture(scope="module")
+def lite():
+    """The bundled discriminator: a trained network, so its score of blurred images has room to rise."""
+    net = load_model("lite", "ifqa-lite").model.eval()
+    return net
+
+
+def _score(net):
+    return lambda x: torch.sigmoid(net.forward_logits(x * 2 - 1)).mean(dim=(1, 2, 3))
+
+
+def _faces(n: int = 4, size: int = 64) -> torch.Tensor:
+    g = torch.Generator().manual_seed(0)
+    yy, xx = torch.meshgrid(torch.linspace(0, 1, size), torch.linspace(0, 1, size), indexing="ij")
+    base = (0.3 + 0.4 * xx * yy)[None, None].expand(n, 3, size, size)
+    return (base + 0.15 * torch.rand(n, 3, size, size, generator=g)).clamp(0, 1)
+
+
+@pytest.mark.parametrize("steps", [1, 3])
+def test_attack_stays_in_budget_and_moves_the_score_its_way(lite, steps):
+    # up from blurred faces (a fake made to look better), down from sharp ones (a real face made to look worse)
+    clean = _faces()
+    blurred = gaussian_blur(clean, torch.full((4,), 2.0))
+    eps = torch.tensor([1.0, 2.0, 4.0, 8.0]) / 255
+    score = _score(lite)
+    up = perturb(score, blurred, eps, steps, torch.ones(4), torch.Generator().manual_seed(0))
+    down = perturb(score, clean, eps, steps, -torch.ones(4), torch.Generator().manual_seed(0))
+    for adv, x in ((up, blurred), (down, clean)):
+        assert not adv.requires_grad and adv.shape == x.shape and adv.min() >= 0 and adv.max() <= 1
+        assert ((adv - x).abs().amax(dim=(1, 2, 3)) <= eps + 1e-6).all()
+    with torch.no_grad():
+        rise, fall = score(up) - score(blurred), score(clean) - score(down)
+    # one FGSM step from a random start can lose to its own start noise on an image; on average it must not,
+    # and a few PGD steps must win on every image
+    assert (rise.mean() > 0 and fall.mean() > 0) if steps == 1 else ((rise > 0).all() and (fall > 0).all())
+    assert all(p.grad is None for p in lite.parameters()), "the attack must not leave weight gradients"
+
+
+def test_zero_budget_is_the_identity_and_budgets_are_in_range():
+    x = _faces(2)
+    out = perturb(lambda y: y.mean(dim=(1, 2, 3)), x, torch.zeros(2), 2, torch.ones(2), torch.Generator())
+    assert torch.equal(out, x)
+    eps = draw_eps(1000, 4.0, torch.Generator().manual_seed(0))
+    assert eps.min() >= 0 and eps.max() <= 4 / 255 and eps.mean() > 1.5 / 255
+
+
+def test_cross_face_pairs_are_formed_across_faces_only():
+    # faces 0 and 1, each clean (severity 0) and degraded (0.5); within each face the order is wrong
+    severity = torch.tensor([0.0, 0.5, 0.0, 0.5])
+    face = torch.tensor([0, 0, 1, 1])
+    scores = torch.tensor([0.5, 0.9, 0.95, 0.2])  # face 0's clean 0.5 < its degraded 0.9: same face, not counted
+    # cross pairs: (clean 0 vs degraded 1): 0.5 - 0.2 = 0.3 >= 0.1 * 0.5; (clean 1 vs degraded 0): 0.95 - 0.9 = 0.05
+    loss = cross_face_hinge(scores, severity, face, margin=0.1)
+    assert loss.item() == pytest.approx(0.0)
+    loss = cross_face_hinge(scores, severity, face, margin=0.2)  # only (clean 1, degraded 0) is short: 0.1 - 0.05
+    assert loss.item() == pytest.approx((0.05 + 0.0) / 2)
+    # one face only: no pair at all, a zero that still has a graph
+    s = torch.tensor([0.1, 0.9], requires_grad=True)
+    z = cross_face_hinge(s, torch.tensor([0.0, 0.9]), torch.tensor([0, 0]), 1.0)
+    z.backward()
+    assert z.item() == 0 and torch.equal(s.grad, torch.zeros(2))
+
+
+def test_cross_content_images_one_kind_and_severity_per_face():
+    x = _faces(8)
+    out, u = cross_content_images(x, ["blur", "jpeg"], torch.Generator().manual_seed(1))
+    assert out.shape == x.shape and u.shape == (8,) and (u >= 0).all() and (u <= 1).all()
+    assert ((out - x).abs().mean(dim=(1, 2, 3)) > 0).all()
+    with pytest.raises(ValueError, match="unknown degradation kind"):
+        cross_content_images(x, ["sharp"], torch.Generator())
+
+
+def test_calibration_pulls_only_scores_below_the_target():
+    s = torch.tensor([0.95, 0.5, 0.8], requires_grad=True)
+    loss = calibration_loss(s, 0.9)
+    loss.backward()
+    assert loss.item() == pytest.approx((0.4 ** 2 + 0.1 ** 2) / 3)
+    assert s.grad[0] == 0 and s.grad[1] < s.grad[2] < 0
+
+
+def _batch(n: int = 4, size: int = 64) -> Batch:
+    hq = _faces(n, size)
+    return Batch(hq, region_masks(template_boxes(n), size), gaussian_blur(hq, torch.full((n,), 2.5)))
+
+
+def test_new_terms_are_off_by_default_and_draw_nothing(lite):
+    cfg = TrainConfig("d", "o", batch_size=4)
+    assert (cfg.robust_weight, cfg.robust_rank_weight, cfg.cross_rank_weight, cfg.calib_weight) == (0, 0, 0, 0)
+    gen = torch.Generator().manual_seed(3)
+    state = gen.get_state()
+    batch = _batch()
+    assert extra_terms(cfg, batch, gen) == [] and robust_terms(cfg, lite, batch, batch.lq, [], gen) == []
+    assert torch.equal(gen.get_state(), state)
+
+
+def test_robust_terms_keep_labels_and_raise_the_fakes_score_before_the_update(lite):
+    cfg = TrainConfig("d", "o", batch_size=4, rank_weight=1.0, rank_pairs=2, rank_kinds=["blur"], robust_weight=1.0,
+                      robust_rank_weight=2.0, robust_faces=3, robust_eps=8.0, robust_steps=3)
+    check_config(cfg)
+    batch, gen = _batch(), torch.Generator().manual_seed(0)
+    terms = extra_terms(cfg, batch, gen)
+    robust = robust_terms(cfg, lite, batch, batch.lq, terms, gen)
+    assert [(t.name, t.weight, t.images.shape[0]) for t in robust] == [("loss_robust", 1.0, 6),
+                                                                         ("loss_robust_rank", 2.0, 4)]
+    adv, clean = robust[0].images, torch.cat([batch.hq[:3], batch.lq[:3]])
+    assert (adv - clean).abs().max() <= 8 / 255 + 1e-6
+    score = _score(lite)
+    with torch.no_grad():
+        assert score(adv[3:]).mean() > score(clean[3:]).mean()  # fakes pushed up ...
+        assert score(adv[:3]).mean() < score(clean[:3]).mean()  # ... real faces pushed down
+        logits = lite.forward_logits(adv * 2 - 1)
+    # the labels are kept: BCE towards 1 on the attacked reals and 0 on the attacked fakes
+    reals_only = robust[0].loss(torch.cat([logits[:3], torch.full_like(logits[3:], -30.0)]), None)
+    fakes_only = robust[0].loss(torch.cat([torch.full_like(logits[:3], 30.0), logits[3:]]), None)
+    assert reals_only.item() > 0 and fakes_only.item() > 0
+    assert robust[0].loss(torch.cat([torch.full_like(logits[:3], 30.0), torch.full_like(logits[3:], -30.0)]),
+                          None).item() < 1e-9
+    # the attacked twins: the milder went down and the harsher up, and the hinge is that of loss_rank
+    twins = terms[0].images
+    with torch.no_grad():
+        assert (score(robust[1].images[:2]) <= score(twins[:2]) + 1e-6).all()
+        assert (score(robust[1].images[2:]) >= score(twins[2:]) - 1e-6).all()
+        tl = lite.forward_logits(twins * 2 - 1)
+    assert robust[1].loss(tl, None).item() == pytest.approx(terms[0].loss(tl, None).item())
+
+
+def test_cross_and_calibration_terms_score_the_real_faces_of_the_batch():
+    cfg = TrainConfig("d", "o", batch_size=4, rank_pairs=3, cross_rank_weight=5.0, calib_weight=2.0,
+                      cross_rank_margin=0.0)  # margin 0: equal degraded scores cost nothing
+    batch = _batch()
+    cross, calib = extra_terms(cfg, batch, torch.Generator().manual_seed(0))
+    assert (cross.name, cross.images.shape[0], calib.name, calib.images.shape[0]) == ("loss_cross_rank", 3,
+                                                                                      "loss_calib", 0)
+    high, low = torch.full((4, 1, 8, 8), 10.0), torch.full((3, 1, 8, 8), -10.0)
+    assert cross.loss(low, high).item() == pytest.approx(0.0, abs=1e-6)  # clean faces above the degraded ones
+    assert cross.loss(high[:3], low.repeat(2, 1, 1, 1)[:4]).item() > 0  # reversed: every cross pair is short
+    assert calib.loss(low[:0], high).item() == 0 and calib.loss(low[:0], -high).item() > 0
+
+
+def test_robust_rank_needs_the_severity_pairs():
+    with pytest.raises(ValueError, match="needs rank_weight"):
+        check_config(TrainConfig("d", "o", robust_rank_weight=1.0))
+    with pytest.raises(ValueError, match="cross_kinds"):
+        check_config(TrainConfig("d", "o", cross_rank_weight=1.0, cross_kinds=["sharp"]))
+
+
+@pytest.mark.skipif(not FACES.is_dir(), reason="../shared/data/faces256 is absent (training data)")
+def test_train_with_every_new_term_logs_them(tmp_path):
+    out = tmp_path / "run"
+    assert main(["train", "--data", str(FACES / "images"), "--landmarks", str(FACES / "landmarks68.npz"),
+                 "--val-list", str(FACES / "val.txt"), "--out", str(out), "--steps", "1", "--batch-size", "2",
+                 "--limit", "4", "--val-every", "1", "--val-images", "2", "--raw-fake-frac", "1", "--init",
+                 "ifqa-lite", "--rank-weight", "5", "--rank-pairs", "2", "--robust-weight", "1",
+                 "--robust-rank-weight", "5", "--robust-steps", "2", "--cross-rank-weight", "3", "--calib-weight", "2",
+                 "--no-progress"]) == 0
+    card = json.loads((out / "ifqa-lite.json").read_text())
+    assert {"loss_rank", "loss_cross_rank", "loss_calib", "loss_robust", "loss_robust_rank"} <= set(card["validation"])
+    assert card["training"]["robust_steps"] == 2 and card["training"]["cross_kinds"] == ["blur", "noise", "jpeg",
+                                                                                          "downup"]
