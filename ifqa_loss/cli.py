@@ -37,8 +37,13 @@ def _parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("score", help="score face images (files or folders)")
     s.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders")
-    s.add_argument("--backbone", choices=["lite", "cnn", "vit"], default=None)
-    s.add_argument("--weights", default=None, help="weights file or registered name (default: bundled ifqa-lite)")
+    s.add_argument("--backbone", choices=["lite", "cnn", "vit", "dsl"], default=None,
+                   help="IFQA: lite, cnn, vit; dsl: DSL-FIQA (needs --landmarks FILE or --detect)")
+    s.add_argument("--weights", default=None, help="weights file or registered name (default: bundled ifqa-lite); "
+                   "for dsl the folder holding DE.pt and IQA.pt")
+    s.add_argument("--crops", choices=["official", "fixed", "center"], default="official",
+                   help="dsl only: official (20 crops of the official test protocol), fixed (4 corners + centre), "
+                        "center")
     s.add_argument("--batch-size", type=int, default=8)
     s.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     s.add_argument("--recursive", action="store_true", help="also look in sub-folders")
@@ -70,7 +75,14 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as e:  # argparse exits 2 on usage errors, 0 on --help
         return int(e.code or 0)
     try:
+        if args.command == "score" and args.backbone == "dsl":
+            from .dsl_cli import dsl_score_command
+
+            return dsl_score_command(args)
         if args.command == "score":
+            if isinstance(args.landmarks, str):
+                raise UsageError(f"--landmarks {args.landmarks}: a landmarks FILE is for --backbone dsl; with "
+                                 "--detect, --landmarks is a flag")
             return score_faces_command(args) if args.detect else score_command(args)
         if args.command == "align":
             return align_command(args)
@@ -437,7 +449,9 @@ def _add_detect_arguments(p: argparse.ArgumentParser, score: bool) -> None:
         g.add_argument("--detect", action="store_true",
                        help="detect, align (FFHQ recipe, 512 px) and score every face: one row per face; "
                             "needs pip install \"ifqa-loss[faces]\"")
-        g.add_argument("--landmarks", action="store_true", help="add each face's 68 landmarks (photo pixels)")
+        g.add_argument("--landmarks", nargs="?", const=True, default=False, metavar="FILE",
+                       help="with --detect: add each face's 68 landmarks (photo pixels) to the rows; with "
+                            "--backbone dsl: the images' landmarks68.npz FILE (names, landmarks)")
     g.add_argument("--recipe", choices=["ffhq", "facexlib"], default=None,
                    help="alignment: ffhq (the FFHQ dataset's, default) or facexlib (GFPGAN/CodeFormer's template)")
     g.add_argument("--min-face-size", type=int, default=DEFAULT_MIN_SIZE, metavar="PX",
