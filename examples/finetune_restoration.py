@@ -7,7 +7,10 @@
 3. Pick lambda on the faces256 validation split, then report on hq_eval (degraded with a fixed seed):
    PSNR and SSIM against the HQ originals, and the IFQA score of an INDEPENDENT evaluator (another
    IFQA model, trained with a different seed on the other half of the train split; not the loss model).
-   Paired tests across images compare each arm with L1 only.
+   With the ``faces`` extra, two judges that owe nothing to IFQA join them: identity similarity (cosine of dlib's
+   face-recognition embeddings of the restored and the HQ face) and landmark distance (mean distance of dlib's
+   68 landmarks, in pixels at 256, found inside the HQ face's box) -- the numbers blind-face-restoration papers
+   report. Paired tests across images (sign-flip permutation and Wilcoxon signed-rank) compare each arm with L1.
 
 Writes <out>/results.json and <out>/comparison.png (rows: LQ | L1 | L1+IFQA | HQ, evaluator heatmaps below).
 
@@ -34,9 +37,11 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from ifqa_loss import IFQA, IFQALoss  # noqa: E402
+from ifqa_loss.compare import face_judge  # noqa: E402
 from ifqa_loss.cpu_memory import reuse_freed_memory  # noqa: E402
+from ifqa_loss.evaluation import wilcoxon_signed_rank  # noqa: E402
 from ifqa_loss.functional import ifqa_loss  # noqa: E402
-from ifqa_loss.io import load_folder, to_float  # noqa: E402
+from ifqa_loss.io import load_folder, to_float, to_uint8  # noqa: E402
 from ifqa_loss.regions import region_masks  # noqa: E402
 from ifqa_loss.train.data import FaceSet, read_name_list  # noqa: E402
 from ifqa_loss.train.degradations import DegradationConfig, Degrader  # noqa: E402
@@ -74,6 +79,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--fast", action="store_true", help="smoke run: a few steps and images")
+    ap.add_argument("--no-face-judges", action="store_true",
+                    help="skip identity similarity and landmark distance (measured when the faces extra is installed)")
     args = ap.parse_args(argv)
     if args.fast:
         args.pretrain_steps, args.finetune_steps, args.batch_size = 3, 2, 2
@@ -95,7 +102,7 @@ def paired_test(diff: np.ndarray, rounds: int = 20000, seed: int = 0) -> dict:
     null = np.abs((signs * diff).mean(axis=1))
     p_perm = float((1 + np.sum(null >= abs(mean) - 1e-15)) / (rounds + 1))
     return {"n": n, "mean_diff": mean, "sd_diff": sd, "t": t, "p_sign_flip": p_perm,
-            "p_normal_approx": float(math.erfc(abs(t) / math.sqrt(2)))}
+            "p_normal_approx": float(math.erfc(abs(t) / math.sqrt(2))), "p_wilcoxon": wilcoxon_signed_rank(diff)["p"]}
 
 
 def summary(v: np.ndarray) -> dict:
@@ -143,10 +150,27 @@ def fit(gen: torch.nn.Module, train: FaceSet, degrader_seed: int, steps: int, ar
     return log
 
 
+def _hwc8(x: torch.Tensor) -> list[np.ndarray]:
+    """(N, 3, H, W) float in [0, 1] -> N (H, W, 3) uint8 arrays, what dlib reads."""
+    return list(np.ascontiguousarray(to_uint8(x).permute(0, 2, 3, 1).cpu().numpy()))
+
+
+def reference_faces(judge, hq: torch.Tensor) -> list[tuple]:
+    """Per HQ face: its face box (detected once), 68 landmarks and embedding, for :func:`evaluate`'s judges."""
+    refs = []
+    for face in _hwc8(hq):
+        box = judge.box(face)
+        refs.append((box, *judge.measure(face, box)))
+    return refs
+
+
 @torch.no_grad()
-def evaluate(gen: torch.nn.Module, lq: torch.Tensor, hq: torch.Tensor, evaluator: IFQA, dev, batch: int = 8) -> dict:
-    """Per-image PSNR, SSIM (vs HQ) and independent IFQA score of the restored faces."""
+def evaluate(gen: torch.nn.Module, lq: torch.Tensor, hq: torch.Tensor, evaluator: IFQA, dev, batch: int = 8,
+             judge=None, refs: list | None = None) -> dict:
+    """Per-image PSNR, SSIM (vs HQ) and independent IFQA score of the restored faces; with ``judge`` (the faces
+    extra) and ``refs`` (:func:`reference_faces`), identity similarity and landmark distance to the HQ faces too."""
     out = {"psnr": [], "ssim": [], "ifqa_eval": []}
+    judged = {"identity": [], "landmark_distance": []}
     restored_all = []
     for i in range(0, len(lq), batch):
         r = gen(lq[i:i + batch].to(dev)).clamp(0, 1)
@@ -155,7 +179,15 @@ def evaluate(gen: torch.nn.Module, lq: torch.Tensor, hq: torch.Tensor, evaluator
         out["ssim"].append(ssim(r, h, 11).mean(dim=(1, 2, 3)))
         out["ifqa_eval"].append(evaluator(r).score)
         restored_all.append(r.cpu())
-    return {k: torch.cat(v).cpu().numpy().astype(np.float64) for k, v in out.items()}, torch.cat(restored_all)
+        if judge is not None and refs is not None:
+            for j, face in enumerate(_hwc8(r)):
+                box, ref_points, ref_desc = refs[i + j]
+                points, desc = judge.measure(face, box)  # inside the HQ face's box: found however blurred
+                judged["identity"].append(float(desc @ ref_desc / (np.linalg.norm(desc) * np.linalg.norm(ref_desc))))
+                judged["landmark_distance"].append(float(np.linalg.norm(points - ref_points, axis=1).mean()))
+    metrics = {k: torch.cat(v).cpu().numpy().astype(np.float64) for k, v in out.items()}
+    metrics.update({k: np.asarray(v, dtype=np.float64) for k, v in judged.items() if v})
+    return metrics, torch.cat(restored_all)
 
 
 # ---------------------------------------------------------------- figure
@@ -202,6 +234,10 @@ def main(argv=None) -> dict:
     val_lq, eval_lq = fixed(val_hq), fixed(hq_eval)
     criterion = IFQALoss(weights=args.loss_weights).to(dev)
     evaluator = IFQA(weights=args.evaluator).to(dev)
+    judge = None if args.no_face_judges else face_judge()
+    refs = reference_faces(judge, hq_eval) if judge is not None else None
+    if judge is None and not args.no_face_judges:
+        print('identity similarity and landmark distance need the faces extra: pip install "ifqa-loss[faces]"')
     print(f"train {len(train)} faces, pick lambda on {len(val)} val faces, report on {len(names)} hq_eval faces; "
           f"loss model {criterion.ifqa.weights_source}, evaluator {evaluator.weights_source}")
 
@@ -222,14 +258,16 @@ def main(argv=None) -> dict:
         # the same batches for every arm
         fit(gen, train, args.seed + 2, args.finetune_steps, args, criterion, lam, weighted)
         val_m, _ = evaluate(gen, val_lq, val_hq, evaluator, dev)
-        test_m, restored[name] = evaluate(gen, eval_lq, hq_eval, evaluator, dev)
+        test_m, restored[name] = evaluate(gen, eval_lq, hq_eval, evaluator, dev, judge=judge, refs=refs)
         results[name] = {"lambda": lam, "primary_weighted": weighted, "seconds": round(time.perf_counter() - t0, 1),
                          "val": {k: summary(v) for k, v in val_m.items()},
                          "hq_eval": {k: summary(v) for k, v in test_m.items()},
                          "_per_image": test_m}
         print(f"{name:28s} val: IFQA_eval {val_m['ifqa_eval'].mean():.4f} PSNR {val_m['psnr'].mean():.2f}  | hq_eval: "
               f"IFQA_eval {test_m['ifqa_eval'].mean():.4f} PSNR {test_m['psnr'].mean():.2f} "
-              f"SSIM {test_m['ssim'].mean():.4f}")
+              f"SSIM {test_m['ssim'].mean():.4f}" + (f" identity {test_m['identity'].mean():.4f} landmarks "
+                                                     f"{test_m['landmark_distance'].mean():.3f} px"
+                                                     if "identity" in test_m else ""))
 
     base = results["L1"]
     for name, r in results.items():
@@ -239,6 +277,9 @@ def main(argv=None) -> dict:
         r["vs_L1"] = {"ifqa_eval": paired_test(per["ifqa_eval"] - ref["ifqa_eval"]),
                       "psnr_drop_db": float(ref["psnr"].mean() - per["psnr"].mean()),
                       "psnr": paired_test(per["psnr"] - ref["psnr"]), "ssim": paired_test(per["ssim"] - ref["ssim"])}
+        for k in ("identity", "landmark_distance"):  # independent judges; landmark distance: lower is better
+            if k in per:
+                r["vs_L1"][k] = paired_test(per[k] - ref[k])
     # lambda chosen on the validation split: the largest evaluator gain whose PSNR drop stays within 0.5 dB
     ok = [n for n in results if n != "L1" and base["val"]["psnr"]["mean"] - results[n]["val"]["psnr"]["mean"] <= 0.5]
     best = max(ok, key=lambda n: results[n]["val"]["ifqa_eval"]["mean"], default=None)
@@ -252,6 +293,8 @@ def main(argv=None) -> dict:
         "loss_model": criterion.ifqa.weights_source, "loss_model_sha256": weights_sha256(args.loss_weights),
         "evaluator": evaluator.weights_source, "evaluator_sha256": weights_sha256(args.evaluator),
         "images": {"train": len(train), "val": len(val), "hq_eval": names},
+        "face_judges": "dlib face-recognition ResNet (identity: cosine) and 68-point predictor (landmark distance, "
+                       "px at 256)" if judge is not None else None,
         "best_arm": best, "arms": results,
     }
     if best is not None:
