@@ -413,13 +413,28 @@ def facexlib_transform(points5: torch.Tensor, size: int = 512) -> torch.Tensor:
     return similarity_transform(points5, template)
 
 
+def _gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """(C, H, W) blurred by a separable Gaussian, the edges repeated (the part's edges are the photo's, or
+    lie a margin away from anything the output reads)."""
+    r = max(1, int(math.ceil(3 * sigma)))
+    t = torch.arange(-r, r + 1, dtype=torch.float32, device=x.device)
+    k = torch.exp(-0.5 * (t / sigma) ** 2)
+    k = k / k.sum()
+    c = x.shape[0]
+    y = F.pad(x[:, None], (r, r, r, r), mode="replicate")
+    y = F.conv2d(y, k.view(1, 1, 1, -1))
+    return F.conv2d(y, k.view(1, 1, -1, 1))[:, 0].reshape(c, *x.shape[-2:])
+
+
 def warp_affine(src: torch.Tensor, matrix: torch.Tensor, out_size: tuple[int, int], padding: str = "reflection",
                 fill: Sequence[float] | None = None, mode: str = "bilinear") -> torch.Tensor:
     """Resample ``src`` through ``matrix`` (src pixels -> output pixels), antialiased when shrinking.
 
     Only the part of ``src`` the output sees is read, so a small crop of a huge photo is cheap. When the
-    output has fewer pixels per source pixel than 1, that part is first downscaled with an antialiasing filter
-    (so the result is not aliased, as a plain bilinear lookup would be).
+    output has fewer pixels per source pixel than 1, that part is low-passed first (so the result is not
+    aliased, as a plain lookup would be): shrinks under 1/2 are first resized with an antialiasing filter to
+    twice the output's density, and the rest is a Gaussian blur of the source in place, so a near-identity
+    warp (re-aligning an aligned face) interpolates once and blurs no more than an enlarging one.
 
     Args:
         src: (C, H, W) float.
@@ -451,14 +466,23 @@ def warp_affine(src: torch.Tensor, matrix: torch.Tensor, out_size: tuple[int, in
     # part pixel = src pixel - offset
     shift = torch.tensor([[1.0, 0.0, -x0], [0.0, 1.0, -y0], [0.0, 0.0, 1.0]], dtype=torch.float64)
     to_part = shift
-    if scale < 0.999:
+    # Shrinking needs a low-pass first, but every resampling blurs: a face shrunk by 1 % (re-aligning an
+    # aligned crop) must be resampled once, not resized to 99 % and then interpolated again. So a strong
+    # shrink is first resized (antialiased) to twice the output's density, cheap even for a 4,000 px face,
+    # and what remains below 1 is low-passed in place with a Gaussian, without resampling.
+    rest = scale
+    if scale < 0.5:
         ph, pw = part.shape[-2:]
-        nh, nw = max(1, round(ph * scale)), max(1, round(pw * scale))
+        nh, nw = max(1, round(ph * 2 * scale)), max(1, round(pw * 2 * scale))
         part = F.interpolate(part[None], size=(nh, nw), mode="bilinear", antialias=True, align_corners=False)[0]
         rx, ry = nw / pw, nh / ph
         resize = torch.tensor([[rx, 0.0, 0.5 * rx - 0.5], [0.0, ry, 0.5 * ry - 0.5], [0.0, 0.0, 1.0]],
                               dtype=torch.float64)
         to_part = resize @ shift
+        rest = scale / math.sqrt(rx * ry)
+    if rest < 0.999:
+        # a source pixel acts like a blur of sigma ~0.5 px; add what brings it to 0.5 output px
+        part = _gaussian_blur(part, 0.5 * math.sqrt(1.0 / rest ** 2 - 1.0))
     full = torch.cat([m, torch.tensor([[0.0, 0.0, 1.0]], dtype=torch.float64)])
     out_to_part = (to_part @ torch.linalg.inv(full))[:2]  # output pixel -> part pixel
     ph, pw = part.shape[-2:]

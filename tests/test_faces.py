@@ -70,23 +70,45 @@ def _mean_landmarks() -> torch.Tensor:
 # ---------------------------------------------------------------- without the extra
 
 
-def test_missing_extra_names_the_pip_command(monkeypatch, astronaut):
-    """Simulate a machine without dlib, then without the model package: both errors give the exact command."""
+def test_missing_dlib_names_the_exact_pip_command(monkeypatch):
+    """Simulate a machine without dlib: the error ends with the exact command, also from score_photos."""
+    assert fc.INSTALL_HINT == 'pip install "ifqa-loss[faces]"'
     monkeypatch.setitem(sys.modules, "dlib", None)  # `import dlib` now raises ImportError
-    with pytest.raises(fc.FacesUnavailableError, match=r'pip install "ifqa-loss\[faces\]"'):
-        fc.detect_faces(astronaut)
+    photo = torch.zeros(3, 64, 64, dtype=torch.uint8)
+    with pytest.raises(fc.FacesUnavailableError) as e:
+        fc.detect_faces(photo)
+    assert str(e.value) == 'face detection needs dlib, from the optional extra: pip install "ifqa-loss[faces]"'
+    assert isinstance(e.value, ImportError)  # code catching ImportError for optional features still works
+    with pytest.raises(fc.FacesUnavailableError, match=r'pip install "ifqa-loss\[faces\]"$'):
+        next(fc.score_photos([photo]))
     assert not fc.faces_available()
-    monkeypatch.delitem(sys.modules, "dlib")
+
+
+def test_missing_model_package_names_the_exact_pip_command(monkeypatch):
+    """dlib present (a stand-in module, so this runs with or without the extra) but face-recognition-models
+    missing: the error names the package and the command."""
+    import types
+
+    stub = types.ModuleType("dlib")
+
+    def shape_predictor(path):
+        raise AssertionError(f"the predictor was built from {path!r}: the missing package went unnoticed")
+
+    stub.shape_predictor = shape_predictor
+    monkeypatch.setitem(sys.modules, "dlib", stub)
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec",
                         lambda name, *a: None if name == "face_recognition_models" else real(name, *a))
     fc._predictor68.cache_clear()
     try:
-        hint = r'face-recognition-models.*pip install "ifqa-loss\[faces\]"'
-        with pytest.raises(fc.FacesUnavailableError, match=hint):
-            fc.detect_faces(astronaut)
-        with pytest.raises(fc.FacesUnavailableError):
-            next(fc.score_photos([astronaut]))
+        photo = torch.zeros(3, 64, 64, dtype=torch.uint8)
+        with pytest.raises(fc.FacesUnavailableError) as e:
+            fc.detect_faces(photo)
+        assert str(e.value) == ("face detection needs face-recognition-models, from the optional extra: "
+                                'pip install "ifqa-loss[faces]"')
+        with pytest.raises(fc.FacesUnavailableError, match=r'pip install "ifqa-loss\[faces\]"$'):
+            next(fc.score_photos([photo]))
+        assert not fc.faces_available()
     finally:
         fc._predictor68.cache_clear()
 
