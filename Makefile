@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test test-fast test-integrations lint demo bench quality clean
+.PHONY: install chromium test test-fast test-integrations lint demo bench quality clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -17,8 +17,15 @@ $(STAMP): $(BIN)/python pyproject.toml
 
 install: $(STAMP)
 
+# headless Chromium for the browser test of ifqa compare's HTML report (tests/test_compare.py), installed with
+# apt-get when it is missing and this runs as root; otherwise that test skips and says why
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+		apt-get update -qq && apt-get install -y -qq chromium >/dev/null; } || \
+		echo "chromium is not installed: the HTML report's browser test will skip"
+
 # the test suite and the docstring examples of the package (pyproject: --doctest-modules)
-test: $(STAMP)
+test: $(STAMP) chromium
 	$(BIN)/python -m pytest -q tests ifqa_loss
 
 # the same without the tests marked slow: a few minutes

@@ -236,6 +236,7 @@ def fit_logistic(score, mos, starts: Sequence[np.ndarray] | None = None, iterati
         p, sse = _levenberg_marquardt(x, y, p0, iterations)
         if best is None or sse < best.sse:
             best = LogisticFit(p, sse)
+    best.params[3] = abs(best.params[3])  # only |b4| enters the curve: report it positive
     return best
 
 
@@ -980,12 +981,14 @@ def scatter_plot(path: str | os.PathLike, mos: np.ndarray, scores: dict[str, np.
         for t in np.linspace(xlo, xhi, 5):
             u, _ = px(t, ylo)
             draw.line([u, y0 + h, u, y0 + h + 4], fill=(90, 90, 90))
-            draw.text((u - 14, y0 + h + 7), f"{t:.3g}", fill=(60, 60, 60), font=font)
+            label = _tick(t)
+            draw.text((u - draw.textlength(label, font=font) / 2, y0 + h + 7), label, fill=(60, 60, 60), font=font)
         for t in np.linspace(ylo, yhi, 5):
             _, v = px(xlo, t)
             draw.line([x0 - 4, v, x0, v], fill=(90, 90, 90))
-            draw.text((ox + 6, v - 5), f"{t:.3g}", fill=(60, 60, 60), font=font)
+            draw.text((ox + 6, v - 5), _tick(t), fill=(60, 60, 60), font=font)
         draw.text((x0 + w // 2 - 14, y0 + h + 22), "score", fill=(0, 0, 0), font=font)
+        draw.text((ox + 6, oy + 22), "MOS", fill=(0, 0, 0), font=font)
         step = max(1, x.size // 20000)  # 40,000 dots say no more than 20,000
         for a, b in zip(x[::step], y[::step]):
             u, v = px(a, b)
@@ -995,6 +998,10 @@ def scatter_plot(path: str | os.PathLike, mos: np.ndarray, scores: dict[str, np.
             curve = np.clip(fits[name](grid), ylo, yhi)
             draw.line([px(a, b) for a, b in zip(grid, curve)], fill=(210, 40, 30), width=2)
     img.save(path, format="PNG")
+
+
+def _tick(t: float) -> str:
+    return f"{t:.0f}" if abs(t) >= 100 else f"{t:.3g}"
 
 
 def _limits(v: np.ndarray) -> tuple[float, float]:

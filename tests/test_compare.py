@@ -306,3 +306,15 @@ def test_the_chromium_check_sees_errors(tmp_path, browser):
     errors = browser.errors()
     assert any("undefinedFunction" in e for e in errors) and any("missing.png" in e or "ERR_FILE" in e
                                                                  for e in errors), errors
+
+
+@pytest.mark.slow  # about a minute: 12 faces, two degradations, the face metrics
+def test_compare_degradations_benchmark_subset(tmp_path):
+    from conftest import SHARED, run_benchmark
+
+    if not (SHARED / "data" / "hq_eval").is_dir():
+        pytest.skip(f"hq_eval not found under {SHARED / 'data'}")
+    stdout, res = run_benchmark("compare_degradations.py", tmp_path / "r.json", "--subset", "12")
+    assert res["passed"] and res["n_faces"] == 12 and "expected direction: yes" in stdout
+    (pair,) = res["pairs"]
+    assert (pair["a"], pair["b"]) == ("jpeg_q30", "blur_s2") and pair["mean_diff"] > 0
