@@ -18,12 +18,14 @@ capability PyTorch dispatches on); its keys and its mode/variant names are ident
 
 Usage: python benchmarks/speed.py [--backbones lite cnn] [--quick] [--fast-paths-only] [--bf16 [--compile]]
        [--out FILE]
+       python benchmarks/speed.py --dsl DIR|synthetic [--device cuda] [--out FILE]   (DSL-FIQA: one crop)
 Without --out, a complete run (default backbones and batch sizes, not --quick) writes
 benchmarks/results/speed.json and any other run benchmarks/results/speed_partial.json.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import os
 import platform
@@ -551,6 +553,69 @@ def default_batches(backbone: str, cpu: bool, quick: bool) -> list[int]:
     return [1, 8, 32] if backbone == "vit" else [1, 8, 32, 128]
 
 
+# ---------------------------------------------------------------- DSL-FIQA (python benchmarks/speed.py --dsl DIR)
+
+
+def dsl_weights(folder: str | None, tmp: Path) -> str:
+    """``folder`` (DE.pt + IQA.pt), or synthetic weights in the official format from ../shared/dsl-reference."""
+    if folder and folder != "synthetic":
+        return folder
+    sys.path.insert(0, str(SHARED / "dsl-reference"))
+    import synth_ckpt
+
+    out = tmp / "dsl"
+    if not (out / "IQA.pt").exists():
+        synth_ckpt.write(out)
+    return str(out)
+
+
+def dsl_speed(folder: str | None, dev: str, rounds: int, tmp: Path) -> list[dict]:
+    """One 384x384 crop (batch 1): score (inference) and loss forward+backward to the image, fp32 and bf16 autocast.
+
+    Each is the median of ``rounds`` calls after a warm-up call (one call is seconds on a CPU); the bf16 rows
+    also record the score's difference from fp32 on the same crop."""
+    from ifqa_loss import DSLFIQA
+
+    model = DSLFIQA(dsl_weights(folder, tmp), crops="center").to(dev)
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(1, 3, 384, 384, generator=g).to(dev)
+    lm = (torch.rand(1, 68, 2, generator=g) * 300 + 40).to(dev)
+    out, ref = [], None
+    for variant in ("fp32", "bf16_autocast"):
+        ctx = (lambda: torch.autocast(dev.split(":")[0], dtype=torch.bfloat16)) if variant != "fp32" else \
+            contextlib.nullcontext
+
+        def score():
+            with torch.inference_mode(), ctx():
+                return model(x, lm).score
+
+        def loss():
+            xg = x.clone().requires_grad_(True)
+            with ctx():
+                (1 - model(xg, lm).score).sum().backward()
+
+        for mode, fn in (("score", score), ("loss_fwd_bwd", loss)):
+            value = fn()  # warm-up
+            times = []
+            for _ in range(rounds):
+                t0 = time.perf_counter()
+                fn()
+                if not dev.startswith("cpu"):
+                    torch.cuda.synchronize()
+                times.append(time.perf_counter() - t0)
+            sec = float(np.median(times))
+            rec = {"backbone": "dsl", "batch": 1, "mode": mode, "variant": variant, "s_per_crop": sec,
+                   "images_per_s": 1 / sec}
+            if mode == "score":
+                ref = float(value) if variant == "fp32" else ref
+                rec["score"] = float(value)
+                if variant != "fp32":
+                    rec["abs_diff_vs_fp32"] = abs(float(value) - ref)
+            out.append(rec)
+            print(f"  dsl 1 crop {mode} [{variant}]: {rec['s_per_crop']:.2f} s", flush=True)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--backbones", nargs="+", default=DEFAULT_BACKBONES, help="add 'vit' for IFQA++ (slow on CPU)")
@@ -571,9 +636,17 @@ def main() -> None:
     ap.add_argument("--out", help="JSON file (default: results/speed.json for a complete run, else speed_partial.json)")
     ap.add_argument("--naive-folder", help=argparse.SUPPRESS)  # internal: one process of the naive folder loop
     ap.add_argument("--weights", help=argparse.SUPPRESS)
+    ap.add_argument("--dsl", metavar="DIR", help="only DSL-FIQA: one crop's score and loss, fp32 and bf16 autocast; "
+                    "DIR holds DE.pt and IQA.pt, or 'synthetic' (stand-ins from ../shared/dsl-reference)")
     args = ap.parse_args()
     if args.naive_folder:
         naive_folder(args.naive_folder, args.weights)
+        return
+    if args.dsl:
+        records = dsl_speed(args.dsl, args.device, 2 if args.quick else 3, Path(tempfile.mkdtemp(prefix="ifqa-dsl-")))
+        write_json(Path(args.out) if args.out else RESULTS / "speed_dsl.json",
+                   {"device": args.device, "argv": sys.argv[1:], "machine": machine(), "cpu": cpu_info(),
+                    "records": records})
         return
     dev = args.device
     cpu = dev == "cpu"
