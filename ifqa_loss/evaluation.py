@@ -567,22 +567,30 @@ def read_gfiqa(root: str | os.PathLike, csv_file: str | os.PathLike | None = Non
 
 
 def read_piq23(root: str | os.PathLike, split: str | None = "test", attribute: str = "Overall",
-               split_file: str | os.PathLike | None = None) -> Dataset:
-    """PIQ23: ``Scores_<attribute>.csv`` (``IMAGE PATH``, ``JOD``, ``SCENE``, ...) and a split CSV whose ``SPLIT``
-    column says train or test per image (``split_file``, else the one CSV under ``root`` with a ``SPLIT`` column;
-    PIQ23's "Device Split" is preferred when there are several). ``split=None`` keeps every image.
+               split_file: str | os.PathLike | None = None, images: str | os.PathLike | None = None) -> Dataset:
+    """PIQ23 as its repository and download lay it out: ``Scores_<attribute>.csv`` (in ROOT or ``ROOT/Scores``;
+    columns ``IMAGE PATH`` such as ``Overall\\66_Indoor_Scene_0.jpg``, ``JOD``, ``SCENE``, ``IMAGE``, ...) and a split
+    CSV (``IMAGE`` or ``IMAGE PATH``, and ``SPLIT``: Train or Test): ``split_file``, else the one under ROOT with a
+    ``SPLIT`` column, PIQ23's ``Test split/Device Split.csv`` preferred. ``split=None`` keeps every image.
+    Image paths are relative to ``images``, else ROOT.
 
     The headline numbers are the median over scenes of the per-scene statistics, as PIQ23 reports them.
     """
     root = Path(root)
-    scores = root / f"Scores_{attribute}.csv"
-    if not scores.is_file():
-        have = ", ".join(p.name for p in sorted(root.glob("Scores_*.csv"))) or "none"
-        raise LayoutError(f"{scores} not found (score files here: {have}); pick one with --attribute")
+    name = f"Scores_{attribute}.csv"
+    scores = next((p for p in (root / name, root / "Scores" / name) if p.is_file()), None)
+    if scores is None:
+        have = ", ".join(sorted({p.name for p in root.rglob("Scores_*.csv")})) or "none"
+        raise LayoutError(f"{name} not found in {root} or {root / 'Scores'} (score files: {have}); "
+                          "pick one with --attribute")
     columns, rows = _read_csv(scores)
     for c in ("IMAGE PATH", "JOD", "SCENE"):
         if c not in columns:
             raise LayoutError(f"{scores} has no column {c!r} (columns: {', '.join(columns)})")
+
+    def file_name(r: dict) -> str:
+        return r.get("IMAGE") or _norm_path(r["IMAGE PATH"]).rsplit("/", 1)[-1]
+
     keep = None
     if split is not None:
         if split_file is None:
@@ -594,14 +602,16 @@ def read_piq23(root: str | os.PathLike, split: str | None = "test", attribute: s
             device = [p for p in candidates if "device" in p.name.lower()]
             split_file = (device or candidates)[0]
         scols, srows = _read_csv(Path(split_file))
-        if "SPLIT" not in scols or "IMAGE PATH" not in scols:
-            raise LayoutError(f"{split_file} needs the columns 'IMAGE PATH' and 'SPLIT' (columns: {', '.join(scols)})")
-        keep = {_norm_path(r["IMAGE PATH"]) for r in srows if r["SPLIT"].strip().lower() == split.lower()}
+        if "SPLIT" not in scols or not ({"IMAGE", "IMAGE PATH"} & set(scols)):
+            raise LayoutError(f"{split_file} needs a 'SPLIT' column and 'IMAGE' or 'IMAGE PATH' "
+                              f"(columns: {', '.join(scols)})")
+        keep = {file_name(r) for r in srows if r["SPLIT"].strip().lower() == split.lower()}
         if not keep:
             values = sorted({r["SPLIT"] for r in srows})
             raise LayoutError(f"{split_file}: no image has SPLIT {split!r} (values: {', '.join(values)})")
-    selected = [r for r in rows if keep is None or _norm_path(r["IMAGE PATH"]) in keep]
-    return _collect(((_norm_path(r["IMAGE PATH"]), root / _norm_path(r["IMAGE PATH"]), r["JOD"], r["SCENE"])
+    folder = Path(images) if images else root
+    selected = [r for r in rows if keep is None or file_name(r) in keep]
+    return _collect(((_norm_path(r["IMAGE PATH"]), folder / _norm_path(r["IMAGE PATH"]), r["JOD"], r["SCENE"])
                      for r in selected), f"PIQ23 {attribute}, split {split} ({scores})", grouped=True)
 
 
@@ -633,7 +643,8 @@ def read_layout(root, layout: str, split: str | None = "test", **options) -> Dat
         return read_gfiqa(root, options.get("csv_file"), options.get("image_col"), options.get("score_col"),
                           options.get("images"))
     if layout == "piq23":
-        return read_piq23(root, split, options.get("attribute") or "Overall", options.get("split_file"))
+        return read_piq23(root, split, options.get("attribute") or "Overall", options.get("split_file"),
+                          options.get("images"))
     if layout == "csv":
         return read_csv_layout(root, options.get("image_col"), options.get("score_col"), options.get("group_col"),
                                options.get("images"))
@@ -1058,7 +1069,7 @@ def add_arguments(p) -> None:
     p.add_argument("--image-col", help="column of image names/paths (gfiqa, csv)")
     p.add_argument("--score-col", help="column of human scores (gfiqa, csv)")
     p.add_argument("--group-col", help="csv: report per-group statistics and their median too")
-    p.add_argument("--images", metavar="DIR", help="gfiqa, csv: the folder image names are relative to")
+    p.add_argument("--images", metavar="DIR", help="gfiqa, piq23, csv: the folder image names are relative to")
     p.add_argument("--csv-file", metavar="FILE", help="gfiqa: the CSV, when ROOT holds several")
     p.add_argument("--attribute", default="Overall", help="piq23: Scores_<attribute>.csv (Overall, Details, Exposure)")
     p.add_argument("--split-file", metavar="FILE", help="piq23: the split CSV (default: found under ROOT)")

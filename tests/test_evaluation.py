@@ -253,22 +253,25 @@ def test_gfiqa_layout(lite_weights, tmp_path, capsys):
 
 
 def _piq23(root, n_scenes=3, per_scene=10):
-    root.mkdir(parents=True)
+    """PIQ23 as distributed: Scores/Scores_Overall.csv with Windows paths, Test split/Device Split.csv by name."""
+    (root / "Overall").mkdir(parents=True)
     rows, split_rows = [], []
     for s in range(n_scenes):
         levels, rng = _levels(per_scene, seed=20 + s)
-        (root / "Overall" / f"scene{s}").mkdir(parents=True)
         for i, lv in enumerate(levels):
-            path = f"Overall\\scene{s}\\{i:02d}.jpg"  # written on Windows
-            _face(root / "Overall" / f"scene{s}" / f"{i:02d}.png", lv, 300 + 10 * s + i)
-            (root / "Overall" / f"scene{s}" / f"{i:02d}.png").rename(root / "Overall" / f"scene{s}" / f"{i:02d}.jpg")
-            rows.append([path, f"{10 * lv + 3 * s + rng.normal(0, 0.5):.4f}", f"scene_{s}", "x"])
-            split_rows.append([path, "Test" if i >= 2 else "Train"])
-    with open(root / "Scores_Overall.csv", "w", newline="") as f:
-        csv.writer(f).writerows([["IMAGE PATH", "JOD", "SCENE", "CONDITION"], *rows])
+            name = f"{s * per_scene + i}_Indoor_Scene_{s}.jpg"
+            _face(root / "Overall" / "tmp.png", lv, 300 + 10 * s + i)
+            (root / "Overall" / "tmp.png").rename(root / "Overall" / name)  # a PNG named .jpg: decoders sniff
+            # scene 0 leaves the IMAGE column empty: the name then comes from IMAGE PATH
+            rows.append([f"Overall\\{name}", f"{10 * lv + 3 * s + rng.normal(0, 0.5):.4f}", name if s else "",
+                         f"Indoor_Scene_{s}", "Indoor"])
+            split_rows.append([name, "Test" if i >= 2 else "Train"])
+    (root / "Scores").mkdir()
+    with open(root / "Scores" / "Scores_Overall.csv", "w", newline="") as f:
+        csv.writer(f).writerows([["IMAGE PATH", "JOD", "IMAGE", "SCENE", "CONDITION"], *rows])
     (root / "Test split").mkdir()
     with open(root / "Test split" / "Device Split.csv", "w", newline="") as f:
-        csv.writer(f).writerows([["IMAGE PATH", "SPLIT"], *split_rows])
+        csv.writer(f).writerows([["IMAGE", "SPLIT"], *split_rows])
     return rows, split_rows
 
 
@@ -282,17 +285,18 @@ def test_piq23_layout_reports_the_median_over_scenes(lite_weights, tmp_path, cap
     results = json.loads(out.read_text())
     _check_contract(results, 24, 0, [lite_weights.stem, "laplacian_var", "tenengrad"])
     r = results["laplacian_var"]
-    assert set(r["groups"]) == {"scene_0", "scene_1", "scene_2"} and all(g["n"] == 8 for g in r["groups"].values())
+    assert set(r["groups"]) == {f"Indoor_Scene_{s}" for s in range(3)}
+    assert all(g["n"] == 8 for g in r["groups"].values())
     # the headline is the median of the per-scene SRCCs, each scipy's
     cached = _cached_scores(tmp_path / "p.json.cache.jsonl")
     per_scene = []
     for s in range(3):
-        keys = [row[0].replace("\\", "/") for row, sp in zip(rows, split_rows) if row[2] == f"scene_{s}"
+        keys = [row[0].replace("\\", "/") for row, sp in zip(rows, split_rows) if row[3] == f"Indoor_Scene_{s}"
                 and sp[1] == "Test"]
         x = [next(v for i, v in cached[k].items() if "laplacian" in i) for k in keys]
-        y = [float(row[1]) for row, sp in zip(rows, split_rows) if row[2] == f"scene_{s}" and sp[1] == "Test"]
+        y = [float(row[1]) for row, sp in zip(rows, split_rows) if row[3] == f"Indoor_Scene_{s}" and sp[1] == "Test"]
         per_scene.append(scipy_stats.spearmanr(x, y).statistic)
-        assert r["groups"][f"scene_{s}"]["srcc"] == pytest.approx(per_scene[-1], abs=1e-9)
+        assert r["groups"][f"Indoor_Scene_{s}"]["srcc"] == pytest.approx(per_scene[-1], abs=1e-9)
     assert r["srcc"]["value"] == pytest.approx(float(np.median(per_scene)), abs=1e-9)
     assert r["run"]["headline"] == "median over groups" and "pooled" in r
 
