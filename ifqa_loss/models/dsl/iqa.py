@@ -59,7 +59,7 @@ class DSLIQANet(nn.Module):
         reaches sin(512 l), which bfloat16 cannot resolve, and the branch costs one matrix-vector product)."""
         with torch.autocast(landmark_vector.device.type, enabled=False):
             w = self.embed_mlp[0].weight
-            return self.embed_mlp(encode(landmark_vector).to(w.dtype)).float()
+            return self.embed_mlp(encode(landmark_vector).to(w.dtype))
 
     def forward(self, x: torch.Tensor, de_tokens: torch.Tensor, landmark_vector: torch.Tensor,
                 intermediates: dict | None = None) -> torch.Tensor:
@@ -93,6 +93,7 @@ class DSLIQANet(nn.Module):
         h = torch.cat([h, lm.to(h.dtype).unsqueeze(-1)], dim=-1)  # (B, 576, 257)
         f, w = self.fc_score(h), self.fc_weight(h)
         keep["token_score"], keep["token_weight"] = f.squeeze(-1), w.squeeze(-1)
-        score = weighted_average(f.float(), w.float())
+        acc = torch.promote_types(f.dtype, torch.float32)  # bf16 under autocast: average in float32
+        score = weighted_average(f.to(acc), w.to(acc))
         keep["crop_score"] = score
         return score
