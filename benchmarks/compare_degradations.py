@@ -46,6 +46,15 @@ def make_sets(hq: Path, root: Path, subset: int | None) -> list[Path]:
     return folders
 
 
+def cpu_name() -> str:
+    """The CPU model from /proc/cpuinfo (platform.processor() says only x86_64 on Linux)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "unknown")
+    except OSError:
+        return "unknown"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default=str(SHARED / "data" / "hq_eval"))
@@ -72,7 +81,7 @@ def main() -> None:
            "passed": ok, "exit_status": rc, "size": SIZE, "degradations": DEGRADATIONS, "n_faces": res["n_faces"],
            "pairs": res["pairs"], "pairs_by_metric": res["pairs_by_metric"], "methods": res["methods"],
            "unmatched": res["unmatched"], "ifqa_model": res["ifqa_model"],
-           "face_metrics": res.get("face_metrics", "measured"), "machine": machine(),
+           "face_metrics": res.get("face_metrics", "measured"), "machine": {**machine(), "cpu_name": cpu_name()},
            "seconds": round(time.time() - t0, 1)}
     write_json(Path(args.out), out)
     print(f"expected direction: {'yes' if ok else 'NO'} (mean diff {pair['mean_diff']:+.4f}, "
