@@ -51,6 +51,12 @@ ELSEWHERE = {
                                      "../shared/data; the test runs a subset"),
     "python benchmarks/heldout_severity.py": ("tests/test_quality_benchmark.py::test_heldout_severity_subset",
                                               "../shared/data; the test runs a subset"),
+    "ifqa evaluate-mos": ("tests/test_evaluation.py::test_cgfiqa_layout_contract_and_scipy_agreement",
+                          "needs a human-opinion data set; the tests generate each layout"),
+    "ifqa compare": ("tests/test_compare.py::test_results_contract_and_unmatched_names",
+                     "needs restored faces; the test generates them"),
+    "python benchmarks/compare_degradations.py": ("tests/test_compare.py::test_compare_degradations_benchmark_subset",
+                                                  "../shared/data; the test runs 12 faces"),
     "python benchmarks/robustness.py": ("tests/test_robustness_benchmark.py::test_robustness_benchmark_subset",
                                         "../shared/data and minutes of attacks; the test runs 2 faces, 5 steps"),
     "python benchmarks/experiments/jpeg_probe.py": ("tests/test_jpeg_probe.py::test_probe_runs_on_the_bundled_model",
@@ -119,9 +125,15 @@ def test_readme_is_a_short_guide_with_the_set_up_commands_first():
 def test_every_module_is_in_the_package_map():
     text = (REPO / "README.md").read_text()
     table = text[text.index("## Package map"):].split("\n## ")[0]
-    named = set(re.findall(r"`(ifqa_loss/[^`]+\.py)`", table))
-    for row in re.findall(r"`(ifqa_loss/[^`/]+\.py)`, `([^`/]+\.py)`", table):  # "`pkg/a.py`, `b.py`" rows
-        named.add(str(Path(row[0]).parent / row[1]))
+    named = set()
+    for line in table.splitlines():  # "`pkg/a.py`, `b.py`, `c.py`": a bare name is beside the last full path
+        folder = None
+        for item in re.findall(r"`([^`]+\.py)`", line.split(" | ")[0]):
+            if item.startswith("ifqa_loss/"):
+                named.add(item)
+                folder = Path(item).parent
+            elif folder is not None and "/" not in item:
+                named.add(str(folder / item))
     modules = {_rel(p) for p in (REPO / "ifqa_loss").rglob("*.py")}
     assert modules - named == set(), "modules missing from the README's package map"
     assert named - modules == set(), "the package map names modules that do not exist"
@@ -213,7 +225,16 @@ def _needs_faces() -> None:
     pytest.importorskip("skimage", reason="the face examples use scikit-image's astronaut photo")
 
 
-@pytest.mark.parametrize("doc,line,code", PYTHON_BLOCKS, ids=[f"{d.name}:{n}" for d, n, _ in PYTHON_BLOCKS])
+# DSL-FIQA's example builds a full-size ViT-B network (1 GB of stand-in weights): about a minute on 2 cores
+_SLOW_BLOCK_MARKERS = ("DSLFIQANet",)
+_PYTHON_BLOCK_PARAMS = [
+    pytest.param(doc, line, code, id=f"{doc.name}:{line}",
+                 marks=[pytest.mark.slow] if any(m in code for m in _SLOW_BLOCK_MARKERS) else [])
+    for doc, line, code in PYTHON_BLOCKS
+]
+
+
+@pytest.mark.parametrize("doc,line,code", _PYTHON_BLOCK_PARAMS)
 def test_python_block_runs(doc, line, code, docs_dir, monkeypatch):
     if "ifqa_loss.faces" in code:
         _needs_faces()
