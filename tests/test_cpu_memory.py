@@ -54,6 +54,9 @@ def test_second_allocation_reuses_memory():
 
 @glibc_only
 def test_opt_out_leaves_allocator_alone():
-    res = _probe(True, {"IFQA_MALLOC_DEFAULTS": "1"})
-    assert res["applied"] is False
-    assert res["faults"] > 2000, res
+    # glibc's dynamic mmap threshold occasionally settles a default process into reuse on its own (seen once
+    # in a full-suite run on a 2-core AMD EPYC), so one of three fresh processes must show the default's faults;
+    # with the setting applied, none would
+    runs = [_probe(True, {"IFQA_MALLOC_DEFAULTS": "1"}) for _ in range(3)]
+    assert all(r["applied"] is False for r in runs)
+    assert max(r["faults"] for r in runs) > 2000, runs
