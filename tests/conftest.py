@@ -35,13 +35,22 @@ def require_reference() -> Path:
     return REFERENCE
 
 
-def _synth_ckpt():
-    ref = require_reference()
-    if str(ref) not in sys.path:
-        sys.path.insert(0, str(ref))
-    import synth_ckpt
+def load_reference_module(path: Path, name: str):
+    """Import ``path`` under ``name``: both reference folders ship a ``synth_ckpt.py``, so a plain
+    ``import synth_ckpt`` would return whichever one a test imported first."""
+    import importlib.util
 
-    return synth_ckpt
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def _synth_ckpt():
+    return load_reference_module(require_reference() / "synth_ckpt.py", "ifqa_reference_synth_ckpt")
 
 
 @pytest.fixture(scope="session")

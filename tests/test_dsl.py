@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
-from conftest import SHARED
+from conftest import SHARED, load_reference_module
 from ifqa_loss import DSLFIQA, DSLFIQALoss, DSLFIQAMetric, cli
 from ifqa_loss.dsl import check_landmarks, landmark_vectors, official_offsets, official_run_offsets, save_safetensors
 from ifqa_loss.io import load_image
@@ -46,8 +45,7 @@ def ref():
 @pytest.fixture(scope="module")
 def ckpt_dir(ref, tmp_path_factory):
     """``ckpt/<scenario>/`` with the synthetic DE.pt and IQA.pt (torch.save of the bare state dicts)."""
-    sys.path.insert(0, str(DSL_REF))
-    import synth_ckpt
+    synth_ckpt = load_reference_module(DSL_REF / "synth_ckpt.py", "dsl_reference_synth_ckpt")
 
     folder = tmp_path_factory.mktemp("dsl") / "ckpt" / "synthetic"
     synth_ckpt.write(folder)

@@ -3,12 +3,11 @@ refused with an itemised message. Uses the small degradation encoder (DE.pt, 5 M
 needed; the 1 GB IQA.pt is loaded in tests/test_dsl.py."""
 from __future__ import annotations
 
-import sys
 
 import pytest
 import torch
 
-from conftest import SHARED
+from conftest import SHARED, load_reference_module
 from ifqa_loss import WeightsError
 from ifqa_loss.dsl import load_dsl, load_part, weight_files
 from ifqa_loss.models.dsl import DegradationEncoder
@@ -21,8 +20,7 @@ DSL_REF = SHARED / "dsl-reference"
 def de_state():
     if not (DSL_REF / "synth_ckpt.py").is_file():
         pytest.skip(f"DSL-FIQA reference material not found at {DSL_REF}")
-    sys.path.insert(0, str(DSL_REF))
-    import synth_ckpt
+    synth_ckpt = load_reference_module(DSL_REF / "synth_ckpt.py", "dsl_reference_synth_ckpt")
 
     return synth_ckpt.build(str(DSL_REF / "spec_de.json"))
 
