@@ -26,7 +26,7 @@ chromium:
 
 # the test suite and the docstring examples of the package (pyproject: --doctest-modules)
 test: $(STAMP) chromium
-	$(BIN)/python -m pytest -q tests ifqa_loss
+	$(BIN)/python -m pytest -q --durations=25 tests ifqa_loss
 
 # the same without the tests marked slow: a few minutes
 test-fast: $(STAMP)
