@@ -23,15 +23,15 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Callable, Mapping, NamedTuple, Sequence
+from typing import Any, Mapping, NamedTuple, Sequence
 
 import numpy as np
 import torch
 from torch import Tensor, nn
-from torchmetrics import Metric
 
 from .models.dsl import CROP, DSLFIQANet
 from .models.dsl.landmarks import NUM_LANDMARKS, landmark_vector
+from .metric import MeanScoreMetric
 from .preprocess import check_images, check_input_range, check_values_in_range
 from .weights import WeightsError, load_into, read_state_dict, verify_sha256
 
@@ -460,14 +460,16 @@ class DSLFIQALoss(nn.Module):
 # ---------------------------------------------------------------- metric
 
 
-class DSLFIQAMetric(Metric):
+class DSLFIQAMetric(MeanScoreMetric):
     """Mean DSL-FIQA score of all images seen, as a ``torchmetrics`` metric (higher is better).
 
     ``update(preds, target=None, *, landmarks)``: the images, an ignored target (so it sits in a
     ``MetricCollection`` next to full-reference metrics: ``collection.update(restored, hq, landmarks=lm)``; the
     collection hands ``landmarks`` only to the metrics that take it) and their (N, 68, 2) landmarks.
-    States ``score_sum`` (float64) and ``count`` are summed across processes. The network is not part of the
-    metric's ``state_dict``; it follows the metric's device moves and keeps float32.
+    States, dtypes and distributed behaviour are those of :class:`~ifqa_loss.IFQAMetric` (both are
+    :class:`~ifqa_loss.metric.MeanScoreMetric`): a float64 ``score_sum`` and a ``count`` summed across
+    processes; the network is not in the metric's ``state_dict``, follows device moves and keeps its dtype
+    against a parent's ``.half()``.
 
     Args:
         weights, crops, input_range, crop_batch_size: as for :class:`DSLFIQA` (default crops ``"official"``).
@@ -475,64 +477,22 @@ class DSLFIQAMetric(Metric):
         kwargs: passed to :class:`torchmetrics.Metric`.
     """
 
-    higher_is_better: bool = True
-    is_differentiable: bool = True
-    full_state_update: bool = False
-
-    score_sum: Tensor
-    count: Tensor
-    image_scores: list[Tensor]
-
     def __init__(self, weights: str | os.PathLike | Sequence[str | os.PathLike] | None = None,
                  crops: str | Sequence[Sequence[int]] = "official", input_range: Sequence[float] = (0, 1),
                  crop_batch_size: int = 8, keep_scores: bool = False, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        object.__setattr__(self, "_dsl", DSLFIQA(weights, crops, input_range, crop_batch_size))
-        self.input_range = self._dsl.input_range
-        self.keep_scores = bool(keep_scores)
-        self.add_state("score_sum", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
-        self.add_state("count", default=torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
-        if self.keep_scores:
-            self.add_state("image_scores", default=[], dist_reduce_fx="cat")
+        super().__init__(DSLFIQA(weights, crops, input_range, crop_batch_size), keep_scores=keep_scores, **kwargs)
+        self.input_range = self._network.input_range
 
     @property
     def model(self) -> DSLFIQA:
-        return self._dsl
-
-    def _apply(self, fn: Callable, *args: Any, **kwargs: Any) -> "DSLFIQAMetric":
-        super()._apply(fn, *args, **kwargs)  # torchmetrics keeps the states' dtypes against .half() etc.
-        self._dsl.to(self.score_sum.device)  # the network follows the device only
-        return self
+        """The frozen :class:`DSLFIQA` model used for scoring."""
+        return self._network
 
     def update(self, preds: Tensor, target: Tensor | None = None, *, landmarks: Tensor | np.ndarray) -> None:
         """Add ``preds`` (N, 3, H, W) in ``input_range`` with ``landmarks`` (N, 68, 2); ``target`` is ignored."""
         check_images(preds, name="preds")
         check_values_in_range(preds, self.input_range, name="preds")
-        scores = self._dsl(preds, landmarks).score
-        self.score_sum += scores.sum().to(self.score_sum.dtype)
-        self.count += scores.numel()
-        if self.keep_scores:
-            self.image_scores.append(scores.detach())
-
-    def compute(self) -> Tensor:
-        """Mean score over all images seen (float32); NaN with a warning before any update."""
-        if int(self.count) == 0:
-            from torchmetrics.utilities import rank_zero_warn
-
-            rank_zero_warn("DSLFIQAMetric.compute() called before any update(); returning NaN.")
-            return torch.tensor(float("nan"), device=self.score_sum.device)
-        return (self.score_sum / self.count).float()
-
-    def scores(self) -> Tensor:
-        """Every image's score, (N,) in update order (needs ``keep_scores=True``)."""
-        from torchmetrics.utilities.data import dim_zero_cat
-
-        if not self.keep_scores:
-            raise RuntimeError("DSLFIQAMetric.scores() needs DSLFIQAMetric(keep_scores=True)")
-        kept = self.image_scores
-        if isinstance(kept, list) and not kept:
-            return torch.zeros(0, device=self.score_sum.device)
-        return dim_zero_cat(kept).reshape(-1).clone()
+        self._add(self._network(preds, landmarks).score)
 
 
 __all__ = ["CROP", "CROP_MODES", "DSLFIQA", "DSLFIQALoss", "DSLFIQAMetric", "DSLFIQAOutput", "check_landmarks",

@@ -171,6 +171,12 @@ def test_metric_and_input_errors(ref, ckpt_dir, model):
     metric.update(images["ffhq_00000.png"], landmarks=lm)
     assert abs(metric.compute().item() - im["explicit_crops"][0]["score"]) < SCORE_TOL
     assert metric.scores().shape == (1,)
+    # a parent's .half() (ModuleDict, MetricCollection, LightningModule) leaves the network and states alone
+    torch.nn.ModuleDict({"dsl": metric}).half()
+    assert next(metric.model.net.parameters()).dtype == torch.float32
+    assert metric.score_sum.dtype == torch.float64 and metric.count.dtype == torch.long
+    with pytest.raises(RuntimeError, match=r"DSLFIQAMetric\(keep_scores=True\)"):
+        DSLFIQAMetric(ckpt_dir, crops=[(0, 0)]).scores()
     x = images["ffhq_00000.png"]
     with pytest.raises(ValueError, match="needs the 68 facial landmarks"):
         model(x, None)
