@@ -106,16 +106,26 @@ def matmul_peak(device: str, min_time: float, rounds: int = 3, n: int = 4096, dt
     return 2 * n ** 3 / sec / 1e9
 
 
+def reference_module(folder: str, name: str):
+    """``../shared/<folder>/synth_ckpt.py`` imported as ``name``: both reference folders ship a file of that name,
+    so a plain ``import synth_ckpt`` returns whichever was imported first."""
+    import importlib.util
+
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, SHARED / folder / "synth_ckpt.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
 def weights_for(backbone: str, tmp: Path) -> str | None:
     if backbone == "lite":
         return None  # bundled
-    ref = SHARED / "ifqa-reference"
-    sys.path.insert(0, str(ref))
-    import synth_ckpt
-
     path = tmp / f"{backbone}.pth"
     if not path.exists():
-        synth_ckpt.write("spec_cnn.json" if backbone == "cnn" else "spec_vit.json", str(path))
+        spec = "spec_cnn.json" if backbone == "cnn" else "spec_vit.json"
+        reference_module("ifqa-reference", "ifqa_synth_ckpt").write(spec, str(path))
     return str(path)
 
 
@@ -560,12 +570,9 @@ def dsl_weights(folder: str | None, tmp: Path) -> str:
     """``folder`` (DE.pt + IQA.pt), or synthetic weights in the official format from ../shared/dsl-reference."""
     if folder and folder != "synthetic":
         return folder
-    sys.path.insert(0, str(SHARED / "dsl-reference"))
-    import synth_ckpt
-
     out = tmp / "dsl"
     if not (out / "IQA.pt").exists():
-        synth_ckpt.write(out)
+        reference_module("dsl-reference", "dsl_synth_ckpt").write(out)
     return str(out)
 
 
