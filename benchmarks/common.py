@@ -1,4 +1,4 @@
-"""Shared helpers for the benchmarks: data paths, image loading, table printing, JSON output."""
+"""Shared helpers for the benchmarks: data paths, reference modules, table printing, JSON output."""
 from __future__ import annotations
 
 import json
@@ -19,6 +19,21 @@ def require(path: Path, what: str) -> Path:
     if not path.exists():
         raise SystemExit(f"{what} not found at {path}; the benchmark needs ../shared (see README)")
     return path
+
+
+def synth_ckpt(folder: str):
+    """``../shared/<folder>/synth_ckpt.py`` (``ifqa-reference`` or ``dsl-reference``), imported under a name of its
+    own (the tests' names): both folders ship a file of that name, so ``import synth_ckpt`` would return whichever
+    was imported first."""
+    import importlib.util
+
+    name = folder.replace("-", "_") + "_synth_ckpt"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, require(SHARED / folder / "synth_ckpt.py", folder))
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
 
 
 def machine() -> dict:

@@ -41,7 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.benchmark import Timer
 
-from common import RESULTS, SHARED, machine, print_table, write_json
+from common import RESULTS, SHARED, machine, print_table, synth_ckpt, write_json
 from ifqa_loss import IFQA, IFQALoss
 from ifqa_loss.cpu_memory import OPT_OUT_ENV
 from ifqa_loss.io import load_image
@@ -106,26 +106,13 @@ def matmul_peak(device: str, min_time: float, rounds: int = 3, n: int = 4096, dt
     return 2 * n ** 3 / sec / 1e9
 
 
-def reference_module(folder: str, name: str):
-    """``../shared/<folder>/synth_ckpt.py`` imported as ``name``: both reference folders ship a file of that name,
-    so a plain ``import synth_ckpt`` returns whichever was imported first."""
-    import importlib.util
-
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, SHARED / folder / "synth_ckpt.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
 def weights_for(backbone: str, tmp: Path) -> str | None:
     if backbone == "lite":
         return None  # bundled
     path = tmp / f"{backbone}.pth"
     if not path.exists():
         spec = "spec_cnn.json" if backbone == "cnn" else "spec_vit.json"
-        reference_module("ifqa-reference", "ifqa_synth_ckpt").write(spec, str(path))
+        synth_ckpt("ifqa-reference").write(spec, str(path))
     return str(path)
 
 
@@ -572,7 +559,7 @@ def dsl_weights(folder: str | None, tmp: Path) -> str:
         return folder
     out = tmp / "dsl"
     if not (out / "IQA.pt").exists():
-        reference_module("dsl-reference", "dsl_synth_ckpt").write(out)
+        synth_ckpt("dsl-reference").write(out)
     return str(out)
 
 
