@@ -12,8 +12,10 @@ import torch
 from ifqa_loss.cli import main
 from ifqa_loss.regions import region_masks, template_boxes
 from ifqa_loss.train.config import TrainConfig, check_config
-from ifqa_loss.train.degradations import gaussian_blur
-from ifqa_loss.train.robust import (calibration_loss, cross_content_images, cross_face_hinge, draw_eps, perturb)
+from ifqa_loss.train.degradations import degrade, gaussian_blur
+from ifqa_loss.train.ranking import SEVERITY_RANGES, degrade_at, mixed_at
+from ifqa_loss.train.robust import (calibration_loss, cross_content_images, cross_face_hinge, draw_eps, perturb,
+                                   severity_level_loss)
 from ifqa_loss.train.trainer import Batch, extra_terms, robust_terms
 from ifqa_loss.weights import load_model
 
@@ -100,6 +102,34 @@ def test_calibration_pulls_only_scores_below_the_target():
     assert s.grad[0] == 0 and s.grad[1] < s.grad[2] < 0
 
 
+def test_severity_level_is_zero_on_the_line_and_pulls_towards_it():
+    severity = torch.tensor([0.0, 0.5, 1.0, 0.5])
+    on_line = 0.9 - 0.85 * severity
+    assert severity_level_loss(on_line, severity, 0.9, 0.05).item() == pytest.approx(0.0, abs=1e-6)
+    s = torch.tensor([0.99, 0.3, 0.05, 0.6], requires_grad=True)  # too high, too low, on the line, too high
+    loss = severity_level_loss(s, severity, 0.9, 0.05)
+    loss.backward()
+    assert loss.item() > 0
+    assert s.grad[0] > 0 and s.grad[1] < 0 and s.grad[2].abs() < 1e-6 and s.grad[3] > 0
+    # the same shortfall costs more where the target is extreme: the gradient does not die in saturation
+    far = severity_level_loss(torch.tensor([0.5]), torch.tensor([1.0]), 0.9, 0.05)
+    near = severity_level_loss(torch.tensor([0.5]), torch.tensor([0.53]), 0.9, 0.05)
+    assert far > near
+
+
+def test_mixed_severity_is_degrades_mixed_level():
+    x = _faces(1)
+    for level in (1.0, 3.0, 5.0):
+        ours = mixed_at(x, torch.tensor([level]), torch.Generator().manual_seed(7))
+        assert torch.equal(ours, degrade(x, "mixed", level, seed=7))
+    lo, hi = SEVERITY_RANGES["mixed"]
+    u = torch.tensor([0.13, 0.89])
+    x2 = _faces(2)
+    assert torch.equal(degrade_at(x2, "mixed", u, torch.Generator().manual_seed(1)),
+                       mixed_at(x2, lo + u * (hi - lo), torch.Generator().manual_seed(1)))
+    assert (lo + u * (hi - lo) - torch.tensor([1.0, 5.0])).abs().max() < 0.03  # where the benchmark's levels fall
+
+
 def _batch(n: int = 4, size: int = 64) -> Batch:
     hq = _faces(n, size)
     return Batch(hq, region_masks(template_boxes(n), size), gaussian_blur(hq, torch.full((n,), 2.5)))
@@ -144,6 +174,21 @@ def test_robust_terms_keep_labels_and_raise_the_fakes_score_before_the_update(li
         assert (score(robust[1].images[2:]) >= score(twins[2:]) - 1e-6).all()
         tl = lite.forward_logits(twins * 2 - 1)
     assert robust[1].loss(tl, None).item() == pytest.approx(terms[0].loss(tl, None).item())
+
+
+def test_severity_level_term_scores_the_real_faces_and_their_degraded_twins():
+    cfg = TrainConfig("d", "o", batch_size=4, rank_pairs=3, level_weight=4.0, cross_kinds=["blur", "mixed"],
+                      calib_target=0.9, level_floor=0.05)
+    batch = _batch()
+    (term,) = extra_terms(cfg, batch, torch.Generator().manual_seed(0))
+    _, severity = cross_content_images(batch.hq[:3], ["blur", "mixed"], torch.Generator().manual_seed(0))
+    assert (term.name, term.weight, term.images.shape[0]) == ("loss_level", 4.0, 3)
+    target = 0.9 - 0.85 * severity
+    on_line = torch.logit(target)[:, None, None, None].expand(3, 1, 8, 8)
+    clean = torch.full((4, 1, 8, 8), float(torch.logit(torch.tensor(0.9))))
+    assert term.loss(on_line, clean).item() == pytest.approx(0.0, abs=1e-5)
+    assert term.loss(on_line, -clean).item() > 0.1  # clean faces scored low
+    assert term.loss(clean[:3], clean).item() > term.loss(on_line, clean).item()  # degraded scored as clean
 
 
 def test_cross_and_calibration_terms_score_the_real_faces_of_the_batch():

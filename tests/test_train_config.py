@@ -27,10 +27,12 @@ OLD_FLAGS = ["--data", "--landmarks", "--val-list", "--train-list", "--arch", "-
              "--ckpt-every", "--seed", "--device", "--limit", "--no-resume", "--export-official", "--no-progress"]
 # flags added since (robust and cross-content training, issues 29 and 30), all off by default
 NEW_FLAGS = ["--robust-weight", "--robust-eps", "--robust-steps", "--robust-faces", "--robust-rank-weight",
-             "--cross-rank-weight", "--cross-rank-margin", "--cross-kinds", "--calib-weight", "--calib-target"]
+             "--cross-rank-weight", "--cross-rank-margin", "--cross-kinds", "--level-weight", "--level-floor",
+             "--calib-weight", "--calib-target"]
 NEW_DEFAULTS = {"robust_weight": 0.0, "robust_eps": 4.0, "robust_steps": 1, "robust_faces": 4,
                 "robust_rank_weight": 0.0, "cross_rank_weight": 0.0, "cross_rank_margin": 0.15,
-                "cross_kinds": ["blur", "noise", "jpeg", "downup"], "calib_weight": 0.0, "calib_target": 0.9}
+                "cross_kinds": ["blur", "noise", "jpeg", "downup"], "level_weight": 0.0, "level_floor": 0.05,
+                "calib_weight": 0.0, "calib_target": 0.9}
 
 # TrainConfig of `ifqa train --data d --out o` as the hand-written train_command built it
 OLD_DEFAULTS = {
@@ -201,9 +203,9 @@ _DEGRADATION_KEYS = ("p_blur, p_motion, gauss_sigma, motion_kernel, p_down, scal
     (["--degradation", "jpeg_quality=95,30"],
      "ifqa: error: --degradation 'jpeg_quality=95,30': bad value for jpeg_quality (default (30, 95))"),
     (["--rank-weight", "1", "--rank-kinds", "jpeg,sharp"], "ifqa: error: rank_kinds: unknown degradation kind "
-     "'sharp'; expected one of ['blur', 'downup', 'jpeg', 'noise', 'sharpen']"),
+     "'sharp'; expected one of ['blur', 'downup', 'jpeg', 'mixed', 'noise', 'sharpen']"),
     (["--rank-weight", "1", "--rank-kinds", ","], "ifqa: error: rank_kinds: no degradation kinds given; expected "
-     "some of ['blur', 'downup', 'jpeg', 'noise', 'sharpen']"),
+     "some of ['blur', 'downup', 'jpeg', 'mixed', 'noise', 'sharpen']"),
     (["--rank-pairs", "0"], "ifqa: error: rank_pairs must be >= 1, got 0"),
     (["--ema-decay", "1"], "ifqa: error: ema_decay must be in [0, 1), got 1.0"),
     (["--max-zoom", "nan"], "ifqa: error: max_zoom must be in [1, 4], got nan"),

@@ -144,8 +144,8 @@ class TrainConfig:
                                 help="score margin per unit of severity gap")
     rank_kinds: list[str] = option(default_factory=lambda: list(RANK_KINDS), group="terms", parse=parse_kinds,
                                    cli_default=",".join(RANK_KINDS), experimental=True,
-                                   help="comma-separated kinds for severity pairs: jpeg, blur, noise, downup, sharpen "
-                                        "(repeat one to draw it more often)")
+                                   help="comma-separated kinds for severity pairs: jpeg, blur, noise, downup, mixed, "
+                                        "sharpen (repeat one to draw it more often)")
     region_rank_weight: float = option(0.0, group="terms", bounds=(0, None, False),
                                        help="weight of the hinge that makes primary-region damage cost more than "
                                             "damage elsewhere")
@@ -190,6 +190,13 @@ class TrainConfig:
                                     cli_default=",".join(CROSS_KINDS), experimental=True,
                                     help="comma-separated kinds of the cross-face images (one per face; severity "
                                          "is compared across kinds)")
+    level_weight: float = option(0.0, group="terms", bounds=(0, None, False),
+                                 help="weight of the severity-level term: the clean faces and one degraded version "
+                                      "of each (a kind of --cross-kinds, a random severity) must score on one line "
+                                      "from --calib-target at severity 0 to --level-floor at severity 1, whatever "
+                                      "the kind and the face (0 = off)")
+    level_floor: float = option(0.05, group="terms", bounds=(0, 1, False),
+                                help="score the severity-level line reaches at the harshest severity")
     calib_weight: float = option(0.0, group="terms", bounds=(0, None, False),
                                  help="weight of the calibration term: every real face's score is pulled up to "
                                       "--calib-target, whoever it is (0 = off)")
@@ -272,7 +279,8 @@ def check_config(cfg: TrainConfig) -> None:
         if not ok:
             span = f">= {lo}" if hi is None else f"in [{lo}, {hi}{')' if hi_open else ']'}"
             raise ValueError(f"{f.name} must be {span}, got {v}")
-    for weight, kinds in (("rank_weight", "rank_kinds"), ("cross_rank_weight", "cross_kinds")):
+    for weight, kinds in (("rank_weight", "rank_kinds"), ("cross_rank_weight", "cross_kinds"),
+                          ("level_weight", "cross_kinds")):
         if getattr(cfg, weight) > 0:
             try:
                 check_kinds(getattr(cfg, kinds))

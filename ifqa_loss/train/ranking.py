@@ -22,9 +22,11 @@ from .augment import random_zoom
 from .degradations import down_up, gaussian_blur, gaussian_noise, jpeg_pil, unsharp_mask
 
 #: What severity 0 and 1 mean for each kind (JPEG quality, Gaussian sigma in px, noise sigma in 8-bit
-#: levels, down-up factor, unsharp-mask amount; the factor is interpolated log-linearly).
+#: levels, down-up factor, unsharp-mask amount, the level of ``degrade``'s "mixed" kind; the factor is
+#: interpolated log-linearly). The mixed range puts ``degrade``'s levels 1 and 5 at severities 0.13 and 0.89,
+#: where the single kinds' benchmark levels 1 and 5 fall (``benchmarks/quality.py``'s LEVELS).
 SEVERITY_RANGES = {"jpeg": (95, 15), "blur": (0.3, 4.0), "noise": (1.0, 25.0), "downup": (1.1, 8.0),
-                   "sharpen": (0.3, 4.0)}
+                   "sharpen": (0.3, 4.0), "mixed": (0.32, 5.58)}
 #: Unsharp-mask radius (Gaussian sigma, px) of the "sharpen" kind, drawn per sample.
 SHARPEN_SIGMA = (0.8, 2.5)
 
@@ -58,7 +60,24 @@ def degrade_at(x: torch.Tensor, kind: str, severity: torch.Tensor, gen: torch.Ge
     if kind == "sharpen":
         sigma = SHARPEN_SIGMA[0] + torch.rand(x.shape[0], generator=gen) * (SHARPEN_SIGMA[1] - SHARPEN_SIGMA[0])
         return unsharp_mask(x, sigma, lo + u * (hi - lo))
+    if kind == "mixed":
+        return mixed_at(x, lo + u * (hi - lo), gen)
     return down_up(x, lo * (hi / lo) ** u, ["bicubic"] * x.shape[0])  # "downup"
+
+
+def mixed_at(x: torch.Tensor, level: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """``degrade(x, "mixed", level)`` with a level per sample: blur, down-up, noise and JPEG, all scaled by it.
+
+    Args:
+        x: (N, 3, H, W) in [0, 1]. level: (N,) levels of ``degrade``'s "mixed" kind (1 mild ... 5 harsh).
+    Returns:
+        (N, 3, H, W) in [0, 1].
+    """
+    level = level.to(torch.float32)
+    y = gaussian_blur(x, (0.4 * level).clamp_min(1e-3).to(x.device))
+    y = down_up(y, 1.0 + 0.5 * level, ["bicubic"] * x.shape[0])
+    y = gaussian_noise(y, 2.5 * level, gen, p_gray=0.0)
+    return jpeg_pil(y, (95 - 12 * level).round().int())
 
 
 def ranking_faces(hq: torch.Tensor, gen: torch.Generator, zoom: float = 1.0, soften: float = 0.0) -> torch.Tensor:

@@ -10,7 +10,8 @@ on purpose (FGSM with a random start, or a few PGD steps) so that a CPU step cos
 Cross-content ranking: the severity terms of ``ranking.py`` compare one face with itself, which says nothing about
 whether a blurred face of one person scores below a milder one of another. :func:`cross_face_hinge` compares images
 of *different* faces by their severities, and :func:`calibration_loss` pulls the clean faces of every person to the
-same high score.
+same high score. :func:`severity_level_loss` goes further: it asks every image's score to sit on one line of its
+severity, the same for every kind and every person, which is what ranking a folder of different faces needs.
 """
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ from .degradations import gaussian_blur
 from .ranking import SEVERITY_RANGES, degrade_at
 
 #: Kinds whose benchmark levels (quality.py) span about the same severities 0.1-0.95 of :data:`SEVERITY_RANGES`,
-#: so one severity number is comparable across them.
+#: so one severity number is comparable across them ("mixed" too, by the choice of its range).
 CROSS_KINDS = ["blur", "noise", "jpeg", "downup"]
 
 
@@ -107,3 +108,21 @@ def cross_face_hinge(scores: torch.Tensor, severity: torch.Tensor, face: torch.T
 def calibration_loss(scores: torch.Tensor, target: float) -> torch.Tensor:
     """Mean squared shortfall of clean faces' scores below ``target``: every person's clean face scores high."""
     return F.relu(target - scores).square().mean()
+
+
+def severity_level_loss(scores: torch.Tensor, severity: torch.Tensor, top: float, floor: float) -> torch.Tensor:
+    """Mean KL divergence between each image score and the target ``top - (top - floor) * severity``.
+
+    The target is one line for every kind and face, so that equal severities score alike whoever is pictured.
+    As a Bernoulli KL (binary cross-entropy minus the target's entropy) it is 0 exactly on the line and its
+    gradient does not vanish where the sigmoid of the map saturates, as a squared error's would.
+
+    Args:
+        scores: (M,) image scores in [0, 1]. severity: (M,) in [0, 1] (0 = clean).
+    Returns:
+        scalar >= 0.
+    """
+    target = (top - (top - floor) * severity.to(scores)).clamp(1e-4, 1 - 1e-4)
+    s = scores.clamp(1e-6, 1 - 1e-6)
+    kl = target * (target.log() - s.log()) + (1 - target) * ((1 - target).log() - (1 - s).log())
+    return kl.mean()

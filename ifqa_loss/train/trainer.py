@@ -11,9 +11,9 @@ L1 plus an adversarial term from the discriminator's map.
 With ``raw_fake_frac=1`` every fake is a raw degraded face and the generator is skipped: a discriminator-only
 stage, typically started from trained weights with ``init`` (e.g. to add a degradation the model under-ranks).
 Optional terms (off by default): severity and region ranking (``ranking.py``), and mirror consistency, which
-asks the map of a mirrored real face to be the mirrored map; cross-face ranking and calibration, and adversarial
-copies of the step's faces that keep their labels (``robust.py``). ``ema_decay`` exports a moving average of the
-discriminator's weights instead of the last ones.
+asks the map of a mirrored real face to be the mirrored map; cross-face ranking, the severity line, calibration
+and adversarial copies of the step's faces that keep their labels (``robust.py``). ``ema_decay`` exports a moving
+average of the discriminator's weights instead of the last ones.
 
 Each step of :func:`train` is :func:`draw_batch`, :func:`make_fakes`, :func:`discriminator_step` (BCE plus the
 :data:`EXTRA_TERMS` that are on) and :func:`generator_step`, then :func:`validation_record` and the checkpoint when
@@ -45,7 +45,8 @@ from .data import FaceSet, read_name_list
 from .degradations import DegradationConfig, Degrader
 from .generator import RestorationUNet
 from .ranking import ranking_faces, ranking_hinge, region_pairs, severity_pairs
-from .robust import calibration_loss, cross_content_images, cross_face_hinge, draw_eps, perturb
+from .robust import (calibration_loss, cross_content_images, cross_face_hinge, draw_eps, perturb,
+                     severity_level_loss)
 
 __all__ = ["LICENCE_NOTE", "TrainConfig", "Batch", "ExtraTerm", "EXTRA_TERMS", "extra_terms", "discriminator_batch",
            "flip_consistency", "robust_terms", "draw_batch", "make_fakes", "discriminator_step", "generator_step",
@@ -219,6 +220,21 @@ def cross_content_term(cfg: TrainConfig, batch: Batch, gen: torch.Generator) -> 
     return ExtraTerm("loss_cross_rank", cfg.cross_rank_weight, degraded, loss)
 
 
+def severity_level_term(cfg: TrainConfig, batch: Batch, gen: torch.Generator) -> ExtraTerm:
+    """The first ``rank_pairs`` real faces (severity 0, scored in the BCE batch already) and one degraded version
+    of each (its own draw of kind and severity) must score on the line from ``calib_target`` to ``level_floor``
+    (:func:`severity_level_loss`)."""
+    k = min(cfg.rank_pairs, cfg.batch_size)
+    degraded, severity = cross_content_images(batch.hq[:k], cfg.cross_kinds, gen)
+    pool_severity = torch.cat([torch.zeros_like(severity), severity])
+
+    def loss(logits: torch.Tensor, batch_logits: torch.Tensor) -> torch.Tensor:
+        pool = torch.cat([_image_scores(batch_logits[:k]), _image_scores(logits)])  # the BCE batch starts with reals
+        return severity_level_loss(pool, pool_severity, cfg.calib_target, cfg.level_floor)
+
+    return ExtraTerm("loss_level", cfg.level_weight, degraded, loss)
+
+
 def calibration_term(cfg: TrainConfig, batch: Batch, gen: torch.Generator) -> ExtraTerm:
     """Every real face of the batch must score at least ``calib_target``; scores the BCE batch only, draws nothing."""
     n = cfg.batch_size
@@ -236,6 +252,7 @@ EXTRA_TERMS: tuple[tuple[str, Callable[[TrainConfig, Batch, torch.Generator], Ex
     ("region_rank_weight", region_ranking_term),
     ("flip_weight", mirror_term),
     ("cross_rank_weight", cross_content_term),
+    ("level_weight", severity_level_term),
     ("calib_weight", calibration_term),
 )
 
