@@ -48,17 +48,12 @@ from common import RESULTS, SHARED, machine, print_table, require, write_json
 from ifqa_loss import IFQA
 from ifqa_loss.io import list_images, load_folder, to_float, to_uint8
 from ifqa_loss.regions import boxes_from_landmarks, region_masks
-from ifqa_loss.train.degradations import degrade, sharpen
+from ifqa_loss.train.degradations import SWEEP_LEVELS, degrade, sharpen
 
 SIZE = 256
 DATA = SHARED / "data"
-LEVELS = {
-    "blur": [0.8, 1.3, 1.9, 2.6, 3.5],  # Gaussian sigma (px at 256)
-    "noise": [3.0, 6.0, 10.0, 15.0, 22.0],  # Gaussian sigma (8-bit levels)
-    "jpeg": [85, 65, 45, 30, 18],  # quality
-    "downup": [1.5, 2.0, 3.0, 4.0, 6.0],  # factor
-    "mixed": [1, 2, 3, 4, 5],  # all four at once, scaled by the level (ifqa_loss.train.degradations.SWEEP_KINDS)
-}
+LEVELS = SWEEP_LEVELS  # per kind, the five levels of (1): blur sigma (px at 256), noise sigma (8-bit), JPEG quality,
+# down-up factor, mixed level (ifqa_loss.train.degradations.SWEEP_KINDS); level k of every kind counts as equally bad
 LQ_SETS = ["codeformer_cropped", "gfpgan_cropped", "diffbir_aligned", "gpen_val_pairs/lq"]
 # (4): Gaussian blur sigma, then an unsharp mask of this radius and amount
 SHARPEN = {"blur_sigma": [1.0, 1.5], "unsharp_amount": [1.0, 2.0, 4.0], "unsharp_radius": 1.5}

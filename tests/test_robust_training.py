@@ -12,10 +12,10 @@ import torch
 from ifqa_loss.cli import main
 from ifqa_loss.regions import region_masks, template_boxes
 from ifqa_loss.train.config import TrainConfig, check_config
-from ifqa_loss.train.degradations import degrade, gaussian_blur
-from ifqa_loss.train.ranking import SEVERITY_RANGES, degrade_at, mixed_at
-from ifqa_loss.train.robust import (calibration_loss, cross_content_images, cross_face_hinge, draw_eps, perturb,
-                                   severity_level_loss)
+from ifqa_loss.train.degradations import SWEEP_CLEAN, SWEEP_LEVELS, degrade, gaussian_blur, sweep_level
+from ifqa_loss.train.ranking import SEVERITY_RANGES, degrade_at, mixed_at, severity_value
+from ifqa_loss.train.robust import (SWEEP_SPAN, calibration_loss, cross_content_images, cross_face_hinge, draw_eps,
+                                   perturb, severity_level_loss)
 from ifqa_loss.train.trainer import Batch, extra_terms, robust_terms
 from ifqa_loss.weights import load_model
 
@@ -130,6 +130,30 @@ def test_mixed_severity_is_degrades_mixed_level():
     assert (lo + u * (hi - lo) - torch.tensor([1.0, 5.0])).abs().max() < 0.03  # where the benchmark's levels fall
 
 
+def test_sweep_scale_puts_each_kinds_benchmark_levels_at_the_same_severity():
+    for kind, levels in SWEEP_LEVELS.items():
+        assert torch.allclose(sweep_level(kind, torch.tensor(levels, dtype=torch.float32)),
+                              torch.arange(1.0, 6.0), atol=1e-5)
+        assert sweep_level(kind, torch.tensor([float(SWEEP_CLEAN[kind])])).item() == 0
+    # the harshest draws of SEVERITY_RANGES lie past level 5, below SWEEP_SPAN
+    for kind in SWEEP_LEVELS:
+        top = sweep_level(kind, severity_value(kind, torch.tensor([1.0]))).item()
+        assert 5 < top <= SWEEP_SPAN
+    x = _faces(12)
+    kinds = ["blur", "noise", "jpeg", "downup", "mixed"]
+    _, u = cross_content_images(x, kinds, torch.Generator().manual_seed(3))
+    _, s = cross_content_images(x, kinds, torch.Generator().manual_seed(3), sweep_scale=True)
+    assert ((s >= 0) & (s <= 1)).all() and not torch.equal(s, u)
+    with pytest.raises(ValueError, match="'sharpen' has no sweep levels"):
+        cross_content_images(x, ["sharpen"], torch.Generator(), sweep_scale=True)
+
+
+def test_the_severity_line_refuses_kinds_without_sweep_levels():
+    with pytest.raises(ValueError, match="cross_kinds: the severity line needs kinds with sweep levels.*sharpen"):
+        check_config(TrainConfig("d", "o", level_weight=1.0, cross_kinds=["blur", "sharpen"]))
+    check_config(TrainConfig("d", "o", cross_rank_weight=1.0, cross_kinds=["blur", "sharpen"]))  # the hinge may
+
+
 def _batch(n: int = 4, size: int = 64) -> Batch:
     hq = _faces(n, size)
     return Batch(hq, region_masks(template_boxes(n), size), gaussian_blur(hq, torch.full((n,), 2.5)))
@@ -181,7 +205,8 @@ def test_severity_level_term_scores_the_real_faces_and_their_degraded_twins():
                       calib_target=0.9, level_floor=0.05)
     batch = _batch()
     (term,) = extra_terms(cfg, batch, torch.Generator().manual_seed(0))
-    _, severity = cross_content_images(batch.hq[:3], ["blur", "mixed"], torch.Generator().manual_seed(0))
+    _, severity = cross_content_images(batch.hq[:3], ["blur", "mixed"], torch.Generator().manual_seed(0),
+                                       sweep_scale=True)
     assert (term.name, term.weight, term.images.shape[0]) == ("loss_level", 4.0, 3)
     target = 0.9 - 0.85 * severity
     on_line = torch.logit(target)[:, None, None, None].expand(3, 1, 8, 8)

@@ -18,7 +18,7 @@ import typing
 from dataclasses import MISSING, dataclass, field
 from typing import Any, Callable
 
-from .degradations import DegradationConfig
+from .degradations import SWEEP_LEVELS, DegradationConfig
 from .ranking import check_kinds
 from .robust import CROSS_KINDS
 
@@ -286,5 +286,8 @@ def check_config(cfg: TrainConfig) -> None:
                 check_kinds(getattr(cfg, kinds))
             except ValueError as e:
                 raise ValueError(f"{kinds}: {e}") from None
+    if cfg.level_weight > 0 and (no_scale := sorted(set(cfg.cross_kinds) - set(SWEEP_LEVELS))):
+        raise ValueError(f"cross_kinds: the severity line needs kinds with sweep levels, {sorted(SWEEP_LEVELS)}; "
+                         f"got {', '.join(no_scale)}")
     if cfg.robust_rank_weight > 0 and cfg.rank_weight <= 0:
         raise ValueError("robust_rank_weight attacks the severity pairs: it needs rank_weight > 0")

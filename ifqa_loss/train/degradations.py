@@ -133,6 +133,46 @@ SWEEP_KINDS = {
 }
 
 
+#: The five levels of each kind that ``benchmarks/quality.py`` sweeps (levels for 256 px faces): the project's
+#: scale of severity. Level k of every kind counts as equally bad, which is what a cross-content ranking of
+#: mixed kinds is measured against.
+SWEEP_LEVELS = {
+    "blur": [0.8, 1.3, 1.9, 2.6, 3.5],
+    "noise": [3.0, 6.0, 10.0, 15.0, 22.0],
+    "jpeg": [85, 65, 45, 30, 18],
+    "downup": [1.5, 2.0, 3.0, 4.0, 6.0],
+    "mixed": [1, 2, 3, 4, 5],
+}
+#: The value of each kind that leaves an image as it is: level 0 of :data:`SWEEP_LEVELS`.
+SWEEP_CLEAN = {"blur": 0.0, "noise": 0.0, "jpeg": 100, "downup": 1.0, "mixed": 0.0}
+
+
+def sweep_level(kind: str, value: torch.Tensor) -> torch.Tensor:
+    """Where a kind's value (sigma, quality, factor, mixed level) falls on :data:`SWEEP_LEVELS`' scale.
+
+    Piecewise linear through (clean value, 0), (level 1 value, 1) ... (level 5 value, 5), extended past level 5
+    by the last segment's slope and clamped at 0 below the clean value.
+
+    Args:
+        kind: a key of :data:`SWEEP_LEVELS`. value: (N,) values of that kind.
+    Returns:
+        (N,) float levels >= 0.
+
+    Example:
+        >>> import torch
+        >>> sweep_level("jpeg", torch.tensor([100.0, 85.0, 55.0, 12.0]))
+        tensor([0.0000, 1.0000, 2.5000, 5.5000])
+    """
+    if kind not in SWEEP_LEVELS:
+        raise ValueError(f"kind {kind!r} has no sweep levels; expected one of {sorted(SWEEP_LEVELS)}")
+    knots = torch.tensor([SWEEP_CLEAN[kind], *SWEEP_LEVELS[kind]], dtype=torch.float64)
+    sign = 1.0 if knots[-1] > knots[0] else -1.0  # JPEG quality falls as the damage grows
+    knots, v = knots * sign, value.to(torch.float64).cpu() * sign
+    seg = (torch.searchsorted(knots, v.contiguous(), right=True) - 1).clamp(0, len(knots) - 2)
+    level = seg + (v - knots[seg]) / (knots[seg + 1] - knots[seg])
+    return level.clamp_min(0).to(torch.float32).to(value.device)
+
+
 def _full(x: torch.Tensor, value: float, device=None) -> torch.Tensor:
     return torch.full((x.shape[0],), float(value), device=device)
 

@@ -40,6 +40,15 @@ def check_kinds(kinds: list[str]) -> None:
             raise ValueError(f"unknown degradation kind {k!r}; expected one of {sorted(SEVERITY_RANGES)}")
 
 
+def severity_value(kind: str, severity: torch.Tensor) -> torch.Tensor:
+    """The kind's own value (JPEG quality, sigma, factor, amount, mixed level) at each severity in [0, 1]: linear
+    between the ends of :data:`SEVERITY_RANGES` (log-linear for the down-up factor; JPEG quality is not rounded)."""
+    check_kinds([kind])
+    lo, hi = SEVERITY_RANGES[kind]
+    u = severity.to(torch.float32)
+    return lo * (hi / lo) ** u if kind == "downup" else lo + u * (hi - lo)
+
+
 def degrade_at(x: torch.Tensor, kind: str, severity: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     """Degrade each sample by ``kind`` at its own severity.
 
@@ -48,21 +57,19 @@ def degrade_at(x: torch.Tensor, kind: str, severity: torch.Tensor, gen: torch.Ge
     Returns:
         (N, 3, H, W) in [0, 1].
     """
-    check_kinds([kind])
-    lo, hi = SEVERITY_RANGES[kind]
-    u = severity.to(torch.float32)
+    value = severity_value(kind, severity)
     if kind == "jpeg":
-        return jpeg_pil(x, (lo + u * (hi - lo)).round().int())
+        return jpeg_pil(x, value.round().int())
     if kind == "blur":
-        return gaussian_blur(x, (lo + u * (hi - lo)).to(x.device))
+        return gaussian_blur(x, value.to(x.device))
     if kind == "noise":
-        return gaussian_noise(x, (lo + u * (hi - lo)).to(x.device), gen)
+        return gaussian_noise(x, value.to(x.device), gen)
     if kind == "sharpen":
         sigma = SHARPEN_SIGMA[0] + torch.rand(x.shape[0], generator=gen) * (SHARPEN_SIGMA[1] - SHARPEN_SIGMA[0])
-        return unsharp_mask(x, sigma, lo + u * (hi - lo))
+        return unsharp_mask(x, sigma, value)
     if kind == "mixed":
-        return mixed_at(x, lo + u * (hi - lo), gen)
-    return down_up(x, lo * (hi / lo) ** u, ["bicubic"] * x.shape[0])  # "downup"
+        return mixed_at(x, value, gen)
+    return down_up(x, value, ["bicubic"] * x.shape[0])  # "downup"
 
 
 def mixed_at(x: torch.Tensor, level: torch.Tensor, gen: torch.Generator) -> torch.Tensor:

@@ -20,8 +20,8 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from .degradations import gaussian_blur
-from .ranking import SEVERITY_RANGES, degrade_at
+from .degradations import SWEEP_LEVELS, gaussian_blur, sweep_level
+from .ranking import SEVERITY_RANGES, degrade_at, severity_value
 
 #: Kinds whose benchmark levels (quality.py) span about the same severities 0.1-0.95 of :data:`SEVERITY_RANGES`,
 #: so one severity number is comparable across them ("mixed" too, by the choice of its range).
@@ -61,14 +61,22 @@ def draw_eps(n: int, max_255: float, gen: torch.Generator) -> torch.Tensor:
     return torch.rand(n, generator=gen) * (max_255 / 255)
 
 
-def cross_content_images(hq: torch.Tensor, kinds: list[str], gen: torch.Generator, soften: float = 0.0):
+#: The sweep level (:data:`~ifqa_loss.train.degradations.SWEEP_LEVELS`) that counts as severity 1 on the sweep
+#: scale: a little past level 5, where the harshest draws of :data:`SEVERITY_RANGES` end (levels 5.25-6).
+SWEEP_SPAN = 6.0
+
+
+def cross_content_images(hq: torch.Tensor, kinds: list[str], gen: torch.Generator, soften: float = 0.0,
+                         sweep_scale: bool = False):
     """One degraded version of each face: a kind drawn uniformly from ``kinds`` and a severity in [0, 1].
 
     ``soften`` blurs that share of the faces slightly first (sigma 0.4-1.2), so that a soft clean face is not
     mistaken for severity 0 only because the training faces are sharp.
 
     Returns:
-        images (N, 3, H, W) in [0, 1], severity (N,) on the scale of :data:`SEVERITY_RANGES`.
+        images (N, 3, H, W) in [0, 1]; severity (N,): the draw on the scale of :data:`SEVERITY_RANGES`, or with
+        ``sweep_scale`` where the image falls on the benchmark's levels, ``sweep_level / SWEEP_SPAN`` clamped to
+        [0, 1], so that equal numbers mean equally bad across kinds (kinds of ``SWEEP_LEVELS`` only).
     """
     n = hq.shape[0]
     pick = torch.randint(0, len(kinds), (n,), generator=gen)
@@ -78,13 +86,18 @@ def cross_content_images(hq: torch.Tensor, kinds: list[str], gen: torch.Generato
         sigma = 0.4 + 0.8 * torch.rand(n, generator=gen)
         hq = torch.where(soft[:, None, None, None], gaussian_blur(hq, sigma.to(hq.device)), hq)
     out = hq.clone()
+    severity = u.clone()
     for kind in dict.fromkeys(kinds):
         if kind not in SEVERITY_RANGES:
             raise ValueError(f"unknown degradation kind {kind!r}; expected one of {sorted(SEVERITY_RANGES)}")
+        if sweep_scale and kind not in SWEEP_LEVELS:
+            raise ValueError(f"kind {kind!r} has no sweep levels; expected some of {sorted(SWEEP_LEVELS)}")
         sel = torch.tensor([kinds[int(i)] == kind for i in pick])
         if sel.any():
             out[sel.to(hq.device)] = degrade_at(hq[sel.to(hq.device)], kind, u[sel], gen)
-    return out, u.to(hq.device)
+            if sweep_scale:
+                severity[sel] = (sweep_level(kind, severity_value(kind, u[sel])) / SWEEP_SPAN).clamp(0, 1)
+    return out, severity.to(hq.device)
 
 
 def cross_face_hinge(scores: torch.Tensor, severity: torch.Tensor, face: torch.Tensor, margin: float,

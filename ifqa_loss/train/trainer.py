@@ -223,9 +223,9 @@ def cross_content_term(cfg: TrainConfig, batch: Batch, gen: torch.Generator) -> 
 def severity_level_term(cfg: TrainConfig, batch: Batch, gen: torch.Generator) -> ExtraTerm:
     """The first ``rank_pairs`` real faces (severity 0, scored in the BCE batch already) and one degraded version
     of each (its own draw of kind and severity) must score on the line from ``calib_target`` to ``level_floor``
-    (:func:`severity_level_loss`)."""
+    (:func:`severity_level_loss`), severity measured on the benchmark's levels (``sweep_scale``)."""
     k = min(cfg.rank_pairs, cfg.batch_size)
-    degraded, severity = cross_content_images(batch.hq[:k], cfg.cross_kinds, gen)
+    degraded, severity = cross_content_images(batch.hq[:k], cfg.cross_kinds, gen, sweep_scale=True)
     pool_severity = torch.cat([torch.zeros_like(severity), severity])
 
     def loss(logits: torch.Tensor, batch_logits: torch.Tensor) -> torch.Tensor:
