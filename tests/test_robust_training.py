@@ -13,7 +13,7 @@ from ifqa_loss.cli import main
 from ifqa_loss.regions import region_masks, template_boxes
 from ifqa_loss.train.config import TrainConfig, check_config
 from ifqa_loss.train.degradations import SWEEP_CLEAN, SWEEP_LEVELS, degrade, gaussian_blur, sweep_level
-from ifqa_loss.train.ranking import SEVERITY_RANGES, degrade_at, mixed_at, severity_value
+from ifqa_loss.train.ranking import SEVERITY_RANGES, degrade_at, mixed_at, ranking_faces, severity_value
 from ifqa_loss.train.robust import (SWEEP_SPAN, calibration_loss, cross_content_images, cross_face_hinge, draw_eps,
                                    perturb, severity_level_loss)
 from ifqa_loss.train.trainer import Batch, extra_terms, robust_terms
@@ -214,6 +214,24 @@ def test_severity_level_term_scores_the_real_faces_and_their_degraded_twins():
     assert term.loss(on_line, clean).item() == pytest.approx(0.0, abs=1e-5)
     assert term.loss(on_line, -clean).item() > 0.1  # clean faces scored low
     assert term.loss(clean[:3], clean).item() > term.loss(on_line, clean).item()  # degraded scored as clean
+
+
+def test_zoomed_severity_line_scores_its_own_clean_faces():
+    cfg = TrainConfig("d", "o", batch_size=4, rank_pairs=3, level_weight=1.0, level_zoom=1.5,
+                      cross_kinds=["blur", "jpeg"])
+    batch = _batch()
+    (term,) = extra_terms(cfg, batch, torch.Generator().manual_seed(0))
+    assert term.images.shape[0] == 6  # 3 zoomed clean faces, then their degraded versions
+    assert not torch.equal(term.images[:3], batch.hq[:3])  # zoomed in
+    g = torch.Generator().manual_seed(0)
+    base = ranking_faces(batch.hq[:3], g, 1.5)
+    _, severity = cross_content_images(base, ["blur", "jpeg"], g, sweep_scale=True)
+    assert torch.equal(term.images[:3], base)
+    on_line = torch.logit(torch.cat([torch.full((3,), 0.9), 0.9 - 0.85 * severity]))[:, None, None, None]
+    on_line = on_line.expand(6, 1, 8, 8)
+    batch_logits = torch.full((4, 1, 8, 8), -5.0)  # the BCE batch is ignored: the term scores its own clean faces
+    assert term.loss(on_line, batch_logits).item() == pytest.approx(0.0, abs=1e-5)
+    assert term.loss(-on_line, batch_logits).item() > 0.1
 
 
 def test_cross_and_calibration_terms_score_the_real_faces_of_the_batch():

@@ -195,6 +195,9 @@ class TrainConfig:
                                       "of each (a kind of --cross-kinds, a random severity) must score on one line "
                                       "from --calib-target at severity 0 to --level-floor at severity 1, whatever "
                                       "the kind and the face (0 = off)")
+    level_zoom: float = option(1.0, group="terms", bounds=(1, 4, False),
+                               help="zoom the severity line's faces in by a further x1..this first, as --rank-zoom "
+                                    "does for severity pairs (1 = the BCE batch's real faces as they are)")
     level_floor: float = option(0.05, group="terms", bounds=(0, 1, False),
                                 help="score the severity-level line reaches at the harshest severity")
     calib_weight: float = option(0.0, group="terms", bounds=(0, None, False),

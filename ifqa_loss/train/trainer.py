@@ -221,18 +221,23 @@ def cross_content_term(cfg: TrainConfig, batch: Batch, gen: torch.Generator) -> 
 
 
 def severity_level_term(cfg: TrainConfig, batch: Batch, gen: torch.Generator) -> ExtraTerm:
-    """The first ``rank_pairs`` real faces (severity 0, scored in the BCE batch already) and one degraded version
-    of each (its own draw of kind and severity) must score on the line from ``calib_target`` to ``level_floor``
-    (:func:`severity_level_loss`), severity measured on the benchmark's levels (``sweep_scale``)."""
+    """The first ``rank_pairs`` real faces (severity 0) and one degraded version of each (its own draw of kind and
+    severity) must score on the line from ``calib_target`` to ``level_floor`` (:func:`severity_level_loss`),
+    severity measured on the benchmark's levels (``sweep_scale``). With ``level_zoom`` > 1 both are zoomed in by
+    1..``level_zoom`` first and the zoomed clean faces are scored too; otherwise the clean faces are the BCE
+    batch's own, scored there already."""
     k = min(cfg.rank_pairs, cfg.batch_size)
-    degraded, severity = cross_content_images(batch.hq[:k], cfg.cross_kinds, gen, sweep_scale=True)
+    zoomed = cfg.level_zoom > 1
+    base = ranking_faces(batch.hq[:k], gen, cfg.level_zoom) if zoomed else batch.hq[:k]
+    degraded, severity = cross_content_images(base, cfg.cross_kinds, gen, sweep_scale=True)
     pool_severity = torch.cat([torch.zeros_like(severity), severity])
 
     def loss(logits: torch.Tensor, batch_logits: torch.Tensor) -> torch.Tensor:
-        pool = torch.cat([_image_scores(batch_logits[:k]), _image_scores(logits)])  # the BCE batch starts with reals
+        clean = logits[:k] if zoomed else batch_logits[:k]  # the BCE batch starts with the real faces
+        pool = torch.cat([_image_scores(clean), _image_scores(logits[-k:])])
         return severity_level_loss(pool, pool_severity, cfg.calib_target, cfg.level_floor)
 
-    return ExtraTerm("loss_level", cfg.level_weight, degraded, loss)
+    return ExtraTerm("loss_level", cfg.level_weight, torch.cat([base, degraded]) if zoomed else degraded, loss)
 
 
 def calibration_term(cfg: TrainConfig, batch: Batch, gen: torch.Generator) -> ExtraTerm:
