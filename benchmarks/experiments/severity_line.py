@@ -66,7 +66,7 @@ def main() -> None:
             s = [score(b).numpy() for b in batches]
             res[kind] = [[float(v.mean()), float(v.std())] for v in s]
             rows.append([kind, f"{clean.mean():.3f}", *(f"{v.mean():.3f}±{v.std():.3f}" for v in s)])
-        # the worst level: the largest spread of the kinds' means at one level, in units of the line's step
+        # per level, the gap between the highest and the lowest kind's mean score
         spread = [max(res[k][i][0] for k in SWEEP_LEVELS) - min(res[k][i][0] for k in SWEEP_LEVELS) for i in range(5)]
         res["kind_spread_per_level"] = spread
         results[label] = res

@@ -191,15 +191,15 @@ class TrainConfig:
                                     help="comma-separated kinds of the cross-face images (one per face; severity "
                                          "is compared across kinds)")
     level_weight: float = option(0.0, group="terms", bounds=(0, None, False),
-                                 help="weight of the severity-level term: the clean faces and one degraded version "
+                                 help="weight of the severity-line term: the clean faces and one degraded version "
                                       "of each (a kind of --cross-kinds, a random severity) must score on one line "
-                                      "from --calib-target at severity 0 to --level-floor at severity 1, whatever "
-                                      "the kind and the face (0 = off)")
+                                      "of the benchmark's levels, from --calib-target when clean to --level-floor "
+                                      "at level 6, whatever the kind and the face (0 = off)")
     level_zoom: float = option(1.0, group="terms", bounds=(1, 4, False),
                                help="zoom the severity line's faces in by a further x1..this first, as --rank-zoom "
                                     "does for severity pairs (1 = the BCE batch's real faces as they are)")
     level_floor: float = option(0.05, group="terms", bounds=(0, 1, False),
-                                help="score the severity-level line reaches at the harshest severity")
+                                help="score the severity line reaches at level 6 of the benchmark's scale")
     calib_weight: float = option(0.0, group="terms", bounds=(0, None, False),
                                  help="weight of the calibration term: every real face's score is pulled up to "
                                       "--calib-target, whoever it is (0 = off)")

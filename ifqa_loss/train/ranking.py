@@ -24,7 +24,7 @@ from .degradations import down_up, gaussian_blur, gaussian_noise, jpeg_pil, unsh
 #: What severity 0 and 1 mean for each kind (JPEG quality, Gaussian sigma in px, noise sigma in 8-bit
 #: levels, down-up factor, unsharp-mask amount, the level of ``degrade``'s "mixed" kind; the factor is
 #: interpolated log-linearly). The mixed range puts ``degrade``'s levels 1 and 5 at severities 0.13 and 0.89,
-#: where the single kinds' benchmark levels 1 and 5 fall (``benchmarks/quality.py``'s LEVELS).
+#: where the single kinds' benchmark levels 1 and 5 fall (``degradations.SWEEP_LEVELS``).
 SEVERITY_RANGES = {"jpeg": (95, 15), "blur": (0.3, 4.0), "noise": (1.0, 25.0), "downup": (1.1, 8.0),
                    "sharpen": (0.3, 4.0), "mixed": (0.32, 5.58)}
 #: Unsharp-mask radius (Gaussian sigma, px) of the "sharpen" kind, drawn per sample.

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from .degradations import SWEEP_LEVELS, gaussian_blur, sweep_level
 from .ranking import SEVERITY_RANGES, degrade_at, severity_value
 
-#: Kinds whose benchmark levels (quality.py) span about the same severities 0.1-0.95 of :data:`SEVERITY_RANGES`,
+#: Kinds whose benchmark levels (``SWEEP_LEVELS``) span about the same severities 0.1-0.95 of :data:`SEVERITY_RANGES`,
 #: so one severity number is comparable across them ("mixed" too, by the choice of its range).
 CROSS_KINDS = ["blur", "noise", "jpeg", "downup"]
 
