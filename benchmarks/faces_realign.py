@@ -51,6 +51,8 @@ def parse_args(argv=None):
     p.add_argument("--upsample", type=int, default=1, help="the detector's upsampling (detect_faces' default, 1)")
     p.add_argument("--redetect", action="store_true", help="also detect the landmarks again on each new crop")
     p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--weights", default=None, help="the scoring model's weights, a path or registered name "
+                   "(default: the bundled ifqa-lite)")
     p.add_argument("--cpu-name", default=None, help="what to call the CPU in the results (platform gives little)")
     p.add_argument("--out", default=None, help="results JSON (default benchmarks/results/faces_realign_<set>.json)")
     return p.parse_args(argv)
@@ -200,8 +202,12 @@ def main(argv=None) -> dict:
     args = parse_args(argv)
     root = require(Path(args.root) if args.root else SHARED / "data" / args.set, args.set)
     size = args.size or SETS[args.set]
+    from ifqa_loss import IFQA
+
+    model = IFQA(weights=args.weights).eval()
     result = run(root, size, args.names, args.limit, args.interpolation, args.redetect, args.batch_size,
-                 upsample=args.upsample)
+                 model=model, upsample=args.upsample)
+    result["weights"] = model.weights_source
     tol = result["tolerance"]
     header = ["subset", "faces", "found", "lm px mean", "lm px median", "< 3 px", "scale", "centre dy",
               f"|d score| <= {tol}", "half-pixel", "round trip", "down 1/128", "zoom 1 %",
@@ -223,7 +229,7 @@ def main(argv=None) -> dict:
                       f"{100 * v[f'd_score_zoom_1pc_share_within_{tol}']:.0f}%",
                       f"{100 * v[f'd_score_ffhq_script_resampling_share_within_{tol}']:.0f}%"])
     print_table(f"{args.set} re-aligned with ffhq at {size} ({args.interpolation}); the last six columns: share "
-                f"of faces whose ifqa-lite score moves by at most {tol}", header, table)
+                f"of faces whose score ({model.weights_source}) moves by at most {tol}", header, table)
     info = machine()
     if args.cpu_name:
         info["cpu"] = args.cpu_name

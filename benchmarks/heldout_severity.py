@@ -11,7 +11,8 @@ The cross-content part (quality.py's (6) and (7), same draws and seeds) is the o
 one degraded version per face, Spearman of the score with the quality (minus the severity; +1 = perfect)
 overall and per type, the clean faces' spread, and the synthetic-opinion blur test on the first 36 faces,
 upsampled to 512 px (faces256 holds 256 px files) and blurred there. The classical baselines run once, as
-reference rows. ``--cross-content-only`` skips the severity sweeps (about 10x faster) and writes JSON only
+reference rows. Then quality.py's section (8), the score change when all but the face is replaced.
+``--cross-content-only`` skips the severity sweeps (about 10x faster) and writes JSON only
 with ``--out``.
 
 Usage: python benchmarks/heldout_severity.py [--weights W [W ...]] [--n 114] [--cross-content-only] [--out FILE]
@@ -27,8 +28,9 @@ import torch
 
 from common import RESULTS, SHARED, machine, print_table, require, write_json
 from ifqa_loss.io import load_folder
+from ifqa_loss.regions import boxes_from_landmarks, template_boxes
 from quality import (CROSS, LEVELS, SIZE, blur_opinion, cross_content, cross_table, degrade_8bit, make_scorers,
-                     spearman)
+                     spearman, surroundings)
 
 
 def severity_and_mirror(scorer, faces: torch.Tensor) -> dict:
@@ -65,6 +67,14 @@ def main() -> None:
     n_blur = min(CROSS["blur_faces"], len(names))
     _, faces512 = load_folder(root / "images", size=CROSS["blur_size"], names=names[:n_blur])
 
+    boxes = template_boxes(len(names))
+    with np.load(root / "landmarks68.npz") as z:
+        index = {str(n): i for i, n in enumerate(z["names"])}
+        for j, name in enumerate(names):
+            if name in index:
+                boxes[j] = boxes_from_landmarks(torch.from_numpy(z["landmarks"][index[name]].astype(np.float32))[None],
+                                                faces.shape[-1])[0]
+
     def cross_sections(scorers):
         return (cross_content(scorers, faces, names, CROSS["seed"]),
                 blur_opinion(scorers, faces512, names[:n_blur], CROSS["blur_seed"]))
@@ -82,6 +92,7 @@ def main() -> None:
         if not args.cross_content_only:
             entry.update(severity_and_mirror(scorers["ifqa"], faces))
         entry["cross_content"], entry["blur_opinion"] = cross["ifqa"], blur["ifqa"]
+        entry["surroundings"] = surroundings(scorers["ifqa"], faces, boxes)
         results.append(entry)
         rows.append((str(w) if w is not None else model.weights_source, cross["ifqa"], blur["ifqa"]))
     rows += [(m, b["cross_content"], b["blur_opinion"]) for m, b in baselines.items()]
@@ -96,6 +107,12 @@ def main() -> None:
                 f"synthetic opinion) on {n_blur} faces blurred at {CROSS['blur_size']} px (target >= 0.85; "
                 f"oracle {blur['oracle_spearman']:.3f}); clean std, its ratio to the mean drop, share of pairs of "
                 "different faces where the degraded one scores >= the clean one", rows)
+    scenes = [k for k in results[0]["surroundings"] if k != "replaced_share"]
+    print_table(f"score change with all but the face replaced (quality.py's (8); "
+                f"{results[0]['surroundings']['replaced_share']:.0%} of the pixels): mean |change|, then mean change",
+                ["weights", *scenes, *(f"{k} (signed)" for k in scenes)],
+                [[label, *(r["surroundings"][k]["mean_abs_change"] for k in scenes),
+                  *(r["surroundings"][k]["mean_change"] for k in scenes)] for (label, _, _), r in zip(rows, results)])
     print(f"\n{time.perf_counter() - t0:.0f} s")
     if out:
         draws = cross["draws"]

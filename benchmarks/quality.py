@@ -25,6 +25,10 @@ The classical baselines (Laplacian variance, Tenengrad) see the same 8-bit 256x2
   (7) synthetic-opinion blur test: CROSS["blur_faces"] faces at 512 px, each blurred once with a Gaussian
       sigma drawn uniformly in [0, 4] (px at 512), opinion = 5 - sigma + N(0, 0.2); Spearman(score, opinion)
       (+1 = perfect). The opinion's own noise caps it: "oracle" is the Spearman of 5 - sigma itself.
+  (8) surroundings (a diagnostic, no target): the clean faces with everything beyond the face (past 1.3 face
+      radii of :func:`ifqa_loss.train.augment.face_ellipse_weight`, fully from 1.7) replaced by a flat grey, a
+      sharp 1/f texture, or their own surroundings blurred (sigma 4 px): the mean score change and mean absolute
+      change. The face is untouched, so a face-quality score should hardly move.
 
 Spearman is scipy's ``spearmanr``; the ROC AUC is scipy's Mann-Whitney U over the number of pairs (ties count
 half; torchmetrics' ``binary_auroc`` would squash the baselines' scores, which exceed 1, through a sigmoid).
@@ -47,7 +51,8 @@ from scipy.stats import mannwhitneyu, rankdata, spearmanr
 from common import RESULTS, SHARED, machine, print_table, require, write_json
 from ifqa_loss import IFQA
 from ifqa_loss.io import list_images, load_folder, to_float, to_uint8
-from ifqa_loss.regions import boxes_from_landmarks, region_masks
+from ifqa_loss.regions import boxes_from_landmarks, region_masks, template_boxes
+from ifqa_loss.train.augment import face_ellipse_weight
 from ifqa_loss.train.degradations import SWEEP_LEVELS, degrade, sharpen
 
 SIZE = 256
@@ -247,6 +252,32 @@ def blur_opinion(scorers: dict, faces512: torch.Tensor, names: list[str], seed: 
     return res
 
 
+def pink_texture(n: int, size: int, seed: int) -> torch.Tensor:
+    """(n, 3, size, size) colour textures in [0, 1] with a 1/f amplitude spectrum, like natural scenes'."""
+    gen = torch.Generator().manual_seed(seed)
+    f = torch.fft.fftfreq(size)
+    amp = 1 / (f[:, None].square() + f[None].square()).clamp(min=1 / size ** 2).sqrt()
+    phase = torch.rand(n, 3, size, size, generator=gen) * 2 * torch.pi
+    z = torch.fft.ifft2(amp * torch.exp(1j * phase)).real
+    z = (z - z.mean((2, 3), keepdim=True)) / z.std((2, 3), keepdim=True)
+    return (0.5 + 0.1 * torch.randn(n, 3, 1, 1, generator=gen) + 0.15 * z).clamp(0, 1)
+
+
+def surroundings(scorer, faces: torch.Tensor, boxes: torch.Tensor, seed: int = 0) -> dict:
+    """Section (8) on (N, 3, 256, 256) uint8 ``faces`` with (N, 4, 4) region ``boxes``: the score change when all
+    but the face is replaced (flat grey, 1/f texture, the face's own surroundings blurred with sigma 4 px)."""
+    x = to_float(faces)
+    w = face_ellipse_weight(boxes, x.shape[-1], inner=1.3, outer=1.7)
+    scenes = {"grey": torch.full_like(x, 0.5), "texture": pink_texture(len(x), x.shape[-1], seed),
+              "defocus": degrade(x, "blur", 4.0)}
+    clean = scorer(faces).numpy()
+    res = {"replaced_share": float(w.mean())}
+    for name, scene in scenes.items():
+        change = scorer(to_uint8(x + (scene - x) * w)).numpy() - clean
+        res[name] = {"mean_change": float(change.mean()), "mean_abs_change": float(np.abs(change).mean())}
+    return res
+
+
 def cross_table(title: str, rows: list[tuple[str, dict, dict]]) -> None:
     """One compact table of sections (6) and (7): ``(label, cross_content_stats, blur_opinion entry)`` rows."""
     print_table(title, ["scorer", "overall", *LEVELS, "worst", "blur-opinion", "clean std", "std/drop",
@@ -365,6 +396,14 @@ def main() -> None:
                 "drop, share of pairs of different faces where the degraded one scores >= the clean one",
                 [(m, cross[m], blur[m]) for m in scorers])
 
+    # (8) surroundings: every face, template boxes where the landmarks file has none
+    all_boxes = template_boxes(len(names))
+    all_boxes[keep] = boxes
+    around = surroundings(scorers["ifqa"], hq, all_boxes)
+    print_table(f"(8) IFQA score change with all but the face replaced ({around['replaced_share']:.0%} of the "
+                "pixels on average); 0 = judges the face only", ["scene", "mean change", "mean |change|"],
+                [[k, v["mean_change"], v["mean_abs_change"]] for k, v in around.items() if k != "replaced_share"])
+
     summary = {
         "severity_worst_type": {m: max(v["mean_spearman"] for v in severity[m].values()) for m in scorers},
         "auc": {m: auc[m]["auc"] for m in scorers},
@@ -375,6 +414,7 @@ def main() -> None:
         "cross_content_worst_type": {m: cross[m]["worst_type"] for m in scorers},
         "blur_opinion": {m: blur[m]["spearman_score_vs_opinion"] for m in scorers},
         "clean_score_std": {m: cross[m]["clean"]["std"] for m in scorers},
+        "surroundings_mean_abs_change": {k: v["mean_abs_change"] for k, v in around.items() if k != "replaced_share"},
     }
     print_table("summary (acceptance: worst-type Spearman <= -0.95, AUC >= 0.95, region ratio >= 1.5)",
                 ["metric", "worst Spearman", "AUC", "region ratio (mixed)"],
@@ -386,7 +426,7 @@ def main() -> None:
         "levels": LEVELS, "severity": severity, "real_lq": auc, "ifqa_score_per_file": per_file,
         "regions": region, "region_area": area, "sharpen_levels": SHARPEN, "over_sharpening": sharpen_share,
         "mirror": mirror, "cross_settings": CROSS, "cross_content": cross, "blur_opinion": blur,
-        "summary": summary, "machine": machine(), "seconds": round(time.perf_counter() - t0, 1),
+        "surroundings": around, "summary": summary, "machine": machine(), "seconds": round(time.perf_counter() - t0, 1),
     })
 
 

@@ -45,6 +45,10 @@ def test_quality_benchmark_subset(tmp_path):
         assert {(e["blur_sigma"], e["unsharp_amount"]) for e in entries} == settings and len(entries) == len(settings)
         assert all(0 <= e["share_at_or_above_clean"] <= 1 for e in entries)
     assert res["summary"]["sharpened_at_or_above_clean_worst"]["tenengrad"] > 0.5
+    # (8) surroundings: the three scenes, replacing a share of the image that leaves the face alone
+    around = res["surroundings"]
+    assert set(around) == {"replaced_share", "grey", "texture", "defocus"} and 0.2 < around["replaced_share"] < 0.6
+    assert all(v["mean_abs_change"] >= abs(v["mean_change"]) for k, v in around.items() if k != "replaced_share")
     # (5) mirror consistency: the classic filters are symmetric, so mirroring leaves their scores unchanged
     mirror = res["mirror"]
     assert set(mirror) == set(res["real_lq"])
@@ -161,7 +165,7 @@ def test_heldout_cross_content_subset(tmp_path):
     stdout, res = run_benchmark("heldout_severity.py", tmp_path / "cc.json", "--n", "30", "--cross-content-only")
     assert "held-out cross-content" in stdout and "held-out severity" not in stdout
     (only,) = res["results"]
-    assert set(only) == {"weights", "cross_content", "blur_opinion"}  # the severity sweeps were skipped
+    assert set(only) == {"weights", "cross_content", "blur_opinion", "surroundings"}  # no severity sweeps
     draws = res["cross_draws"]
     assert len(draws) == 30 and {sum(d["kind"] == k for d in draws) for k in res["levels"]} == {6}
     quality = -np.array([d["severity"] for d in draws])
@@ -191,3 +195,29 @@ def test_heldout_cross_content_subset(tmp_path):
     assert ifqa["overall"]["spearman_score_vs_quality"] > 0.4
     assert only["blur_opinion"]["spearman_score_vs_opinion"] > 0.5
     assert ifqa["mean_drop"] > 0  # degrading a face lowers its score on average
+
+
+def test_surroundings_moves_only_scorers_that_look_beyond_the_face():
+    """Section (8) leaves the face itself untouched: a scorer of the centre does not move, one of the corners does."""
+    import torch
+
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from quality import pink_texture, surroundings
+
+    from ifqa_loss.regions import template_boxes
+
+    faces = (torch.rand(3, 3, 256, 256, generator=torch.Generator().manual_seed(0)) * 255).to(torch.uint8)
+    boxes = template_boxes(3)
+    # the scorers measure contrast (the std of the pixels): replacing noise by any scene lowers it
+    centre = surroundings(lambda u8: u8[:, :, 112:144, 112:144].float().std((1, 2, 3)), faces, boxes)
+    corner = surroundings(lambda u8: u8[:, :, :16, :16].float().std((1, 2, 3)), faces, boxes)
+    for scene in ("grey", "texture", "defocus"):
+        assert centre[scene]["mean_abs_change"] == 0
+        assert corner[scene]["mean_change"] < -10  # in 8-bit units: the corners were replaced
+    tex = pink_texture(2, 64, seed=1)
+    assert tex.shape == (2, 3, 64, 64) and 0 <= float(tex.min()) and float(tex.max()) <= 1
+    assert torch.equal(tex, pink_texture(2, 64, seed=1)) and not torch.equal(tex, pink_texture(2, 64, seed=2))
+    # a 1/f spectrum: most of the energy sits at the lowest frequencies
+    power = torch.fft.fft2(tex - tex.mean((2, 3), keepdim=True)).abs().square()
+    low = power[..., :4, :4].sum() + power[..., -3:, :4].sum() + power[..., :4, -3:].sum() + power[..., -3:, -3:].sum()
+    assert low / power.sum() > 0.3
