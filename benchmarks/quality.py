@@ -26,7 +26,7 @@ The classical baselines (Laplacian variance, Tenengrad) see the same 8-bit 256x2
       sigma drawn uniformly in [0, 4] (px at 512), opinion = 5 - sigma + N(0, 0.2); Spearman(score, opinion)
       (+1 = perfect). The opinion's own noise caps it: "oracle" is the Spearman of 5 - sigma itself.
   (8) surroundings (a diagnostic, no target): the clean faces with everything beyond the face (past 1.3 face
-      radii of :func:`ifqa_loss.train.augment.face_ellipse_weight`, fully from 1.7) replaced by a flat grey, a
+      radii of the ellipse the eye and mouth boxes place, fully from 1.7) replaced by a flat grey, a
       sharp 1/f texture, or their own surroundings blurred (sigma 4 px): the mean score change and mean absolute
       change. The face is untouched, so a face-quality score should hardly move.
 
@@ -52,7 +52,6 @@ from common import RESULTS, SHARED, machine, print_table, require, write_json
 from ifqa_loss import IFQA
 from ifqa_loss.io import list_images, load_folder, to_float, to_uint8
 from ifqa_loss.regions import boxes_from_landmarks, region_masks, template_boxes
-from ifqa_loss.train.augment import face_ellipse_weight
 from ifqa_loss.train.degradations import SWEEP_LEVELS, degrade, sharpen
 
 SIZE = 256
@@ -252,6 +251,24 @@ def blur_opinion(scorers: dict, faces512: torch.Tensor, names: list[str], seed: 
     return res
 
 
+def face_ellipse_weight(boxes: torch.Tensor, size: int, inner: float = 1.3, outer: float = 1.7) -> torch.Tensor:
+    """(N, 1, size, size) weights: 0 on the face, rising linearly to 1 from ``inner`` to ``outer`` face radii.
+
+    The face is an ellipse placed by the (N, 4, 4) region ``boxes`` (left eye, right eye, nose, mouth; fractions of
+    the side): centred a third of the way from the eyes' centre to the mouth's, half-axes 1.1 (across) and 1.3
+    (down) eye-to-mouth distances, which covers the brows, the chin and the cheeks of FFHQ-aligned faces.
+    """
+    centres = (boxes[..., :2] + boxes[..., 2:]) / 2
+    eyes, mouth = centres[:, :2].mean(1), centres[:, 3]
+    d = (mouth - eyes).norm(dim=-1).clamp(min=1e-3)
+    c = eyes + (mouth - eyes) / 3
+    coords = (torch.arange(size, dtype=torch.float32) + 0.5) / size
+    dx = (coords[None, None, :] - c[:, 0, None, None]) / (1.1 * d[:, None, None])
+    dy = (coords[None, :, None] - c[:, 1, None, None]) / (1.3 * d[:, None, None])
+    r = (dx.square() + dy.square()).sqrt()
+    return ((r - inner) / (outer - inner)).clamp(0, 1)[:, None]
+
+
 def pink_texture(n: int, size: int, seed: int) -> torch.Tensor:
     """(n, 3, size, size) colour textures in [0, 1] with a 1/f amplitude spectrum, like natural scenes'."""
     gen = torch.Generator().manual_seed(seed)
@@ -267,7 +284,7 @@ def surroundings(scorer, faces: torch.Tensor, boxes: torch.Tensor, seed: int = 0
     """Section (8) on (N, 3, 256, 256) uint8 ``faces`` with (N, 4, 4) region ``boxes``: the score change when all
     but the face is replaced (flat grey, 1/f texture, the face's own surroundings blurred with sigma 4 px)."""
     x = to_float(faces)
-    w = face_ellipse_weight(boxes, x.shape[-1], inner=1.3, outer=1.7)
+    w = face_ellipse_weight(boxes, x.shape[-1])
     scenes = {"grey": torch.full_like(x, 0.5), "texture": pink_texture(len(x), x.shape[-1], seed),
               "defocus": degrade(x, "blur", 4.0)}
     clean = scorer(faces).numpy()

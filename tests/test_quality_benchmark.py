@@ -221,3 +221,24 @@ def test_surroundings_moves_only_scorers_that_look_beyond_the_face():
     power = torch.fft.fft2(tex - tex.mean((2, 3), keepdim=True)).abs().square()
     low = power[..., :4, :4].sum() + power[..., -3:, :4].sum() + power[..., :4, -3:].sum() + power[..., -3:, -3:].sum()
     assert low / power.sum() > 0.3
+
+
+def test_face_ellipse_weight_is_zero_on_the_face_and_one_in_the_corners():
+    import torch
+
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from quality import face_ellipse_weight
+
+    from ifqa_loss.regions import region_masks, template_boxes
+
+    boxes = template_boxes(2)
+    w = face_ellipse_weight(boxes, 256, inner=1.0, outer=1.6)
+    assert w.shape == (2, 1, 256, 256) and float(w.min()) == 0 and float(w.max()) == 1
+    faces = region_masks(boxes, 256)  # eyes, nose and mouth lie inside the face
+    assert float((w * faces).max()) == 0
+    assert (w[:, :, :8, :8] == 1).all() and (w[:, :, :8, -8:] == 1).all()
+    # the ellipse follows the face: moving the boxes right moves the zero region right
+    moved = face_ellipse_weight(boxes + torch.tensor([0.1, 0.0, 0.1, 0.0]), 256, inner=1.0, outer=1.6)
+    cols = (w[0, 0] == 0).float().mean(0), (moved[0, 0] == 0).float().mean(0)
+    centre = [float((c * torch.arange(256)).sum() / c.sum()) for c in cols]
+    assert centre[1] - centre[0] == pytest.approx(25.6, abs=1.0)

@@ -200,40 +200,6 @@ def test_robust_terms_keep_labels_and_raise_the_fakes_score_before_the_update(li
     assert robust[1].loss(tl, None).item() == pytest.approx(terms[0].loss(tl, None).item())
 
 
-def test_framing_term_compares_faces_with_their_reframed_copies():
-    from ifqa_loss.train.augment import random_framing
-
-    cfg = TrainConfig("d", "o", batch_size=4, framing_weight=50.0, framing_pairs=3, framing_shift=0.05)
-    batch = _batch()
-    (term,) = extra_terms(cfg, batch, torch.Generator().manual_seed(0))
-    assert (term.name, term.weight, term.images.shape[0]) == ("loss_framing", 50.0, 9)
-    assert torch.equal(term.images[:3], batch.lq[:3])  # the degraded faces as they are, then the 6 re-framed copies
-    moved = random_framing(torch.cat([batch.hq[:3], batch.lq[:3]]), torch.Generator().manual_seed(0), 0.05)
-    assert torch.equal(term.images[3:], moved)
-    logit = torch.logit(torch.tensor([0.9, 0.8, 0.7, 0.3, 0.2, 0.1]))[:, None, None, None].expand(6, 1, 8, 8)
-    real_batch = torch.cat([logit[:3], torch.zeros(1, 1, 8, 8)])  # the BCE batch: 3 real faces first, then others
-    same = torch.cat([logit[3:], logit])
-    assert term.loss(same, real_batch).item() == pytest.approx(0.0, abs=1e-10)  # every copy scores as its face
-    shifted = torch.cat([logit[3:], logit[:3], logit[3:] + 1.0])  # the degraded copies score higher than before
-    assert term.loss(shifted, real_batch).item() > 1e-3
-
-
-def test_reframing_moves_the_face_within_its_budget():
-    from ifqa_loss.train.augment import random_framing
-
-    x = torch.zeros(16, 3, 64, 64)
-    x[:, :, 28:36, 28:36] = 1.0
-    still = random_framing(x, torch.Generator().manual_seed(0), shift=0.0, zoom=0.0, rotate=0.0)
-    assert (still - x).abs().max() < 1e-5  # no re-framing: the image as it was
-    y = random_framing(x, torch.Generator().manual_seed(0), shift=0.1, zoom=0.0, rotate=0.0)
-    assert float(y.min()) >= 0 and float(y.max()) <= 1
-    ys, xs = torch.meshgrid(torch.arange(64.0), torch.arange(64.0), indexing="ij")
-    w = y[:, 0]
-    cx, cy = (w * xs).sum((1, 2)) / w.sum((1, 2)), (w * ys).sum((1, 2)) / w.sum((1, 2))
-    moved = torch.stack([cx - 31.5, cy - 31.5], 1).abs()
-    assert float(moved.max()) <= 0.1 * 64 + 0.5 and float(moved.max()) > 2  # up to 6.4 px each way, and it moves
-
-
 def test_severity_level_term_scores_the_real_faces_and_their_degraded_twins():
     cfg = TrainConfig("d", "o", batch_size=4, rank_pairs=3, level_weight=4.0, cross_kinds=["blur", "mixed"],
                       calib_target=0.9, level_floor=0.05)
@@ -296,10 +262,8 @@ def test_train_with_every_new_term_logs_them(tmp_path):
                  "--limit", "4", "--val-every", "1", "--val-images", "2", "--raw-fake-frac", "1", "--init",
                  "ifqa-lite", "--rank-weight", "5", "--rank-pairs", "2", "--robust-weight", "1",
                  "--robust-rank-weight", "5", "--robust-steps", "2", "--cross-rank-weight", "3", "--calib-weight", "2",
-                 "--framing-weight", "10", "--background-prob", "1", "--no-progress"]) == 0
+                 "--no-progress"]) == 0
     card = json.loads((out / "ifqa-lite.json").read_text())
-    assert {"loss_rank", "loss_cross_rank", "loss_calib", "loss_robust", "loss_robust_rank",
-            "loss_framing"} <= set(card["validation"])
-    assert card["training"]["background_prob"] == 1.0
+    assert {"loss_rank", "loss_cross_rank", "loss_calib", "loss_robust", "loss_robust_rank"} <= set(card["validation"])
     assert card["training"]["robust_steps"] == 2 and card["training"]["cross_kinds"] == ["blur", "noise", "jpeg",
                                                                                           "downup"]

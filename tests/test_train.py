@@ -163,41 +163,6 @@ def test_zoom_moves_region_boxes_with_the_image():
     assert (y[:, :1] * inside).sum() / inside.sum() > 0.9
 
 
-def test_face_ellipse_weight_is_zero_on_the_face_and_one_in_the_corners():
-    from ifqa_loss.train.augment import face_ellipse_weight
-
-    boxes = template_boxes(2)
-    w = face_ellipse_weight(boxes, 256)
-    assert w.shape == (2, 1, 256, 256) and float(w.min()) == 0 and float(w.max()) == 1
-    faces = region_masks(boxes, 256)  # eyes, nose and mouth lie inside the face
-    assert float((w * faces).max()) == 0
-    assert (w[:, :, :8, :8] == 1).all() and (w[:, :, :8, -8:] == 1).all()
-    # the ellipse follows the face: moving the boxes right moves the zero region right
-    moved = face_ellipse_weight(boxes + torch.tensor([0.1, 0.0, 0.1, 0.0]), 256)
-    cols = (w[0, 0] == 0).float().mean(0), (moved[0, 0] == 0).float().mean(0)
-    centre = [float((c * torch.arange(256)).sum() / c.sum()) for c in cols]
-    assert centre[1] - centre[0] == pytest.approx(25.6, abs=1.0)
-
-
-def test_random_background_keeps_the_face_and_changes_the_surroundings():
-    from ifqa_loss.train.augment import face_ellipse_weight, random_background
-
-    gen = torch.Generator().manual_seed(0)
-    x = torch.rand(6, 3, 64, 64, generator=gen)
-    boxes = template_boxes(6)
-    assert torch.equal(random_background(x, boxes, torch.Generator().manual_seed(1), 0.0), x)
-    y = random_background(x, boxes, torch.Generator().manual_seed(1), 1.0)
-    assert y.shape == x.shape and float(y.min()) >= 0 and float(y.max()) <= 1
-    face = face_ellipse_weight(boxes, 64, inner=1.15, outer=1.6) == 0
-    assert torch.equal(y * face, x * face)  # the face is untouched
-    outside = (face_ellipse_weight(boxes, 64, inner=1.15, outer=1.6) == 1).expand_as(x)
-    changed = [(y[i] - x[i]).abs()[outside[i]].mean() for i in range(6)]
-    assert all(c > 0.01 for c in changed)  # every face got other surroundings (noise images: any blur shows)
-    # the same seed gives the same surroundings, another seed others
-    assert torch.equal(y, random_background(x, boxes, torch.Generator().manual_seed(1), 1.0))
-    assert not torch.equal(y, random_background(x, boxes, torch.Generator().manual_seed(2), 1.0))
-
-
 def test_cutmix_pairs_label_each_pixel_by_source():
     from ifqa_loss.train.augment import random_boxes_mask
 

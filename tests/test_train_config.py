@@ -25,17 +25,14 @@ OLD_FLAGS = ["--data", "--landmarks", "--val-list", "--train-list", "--arch", "-
              "--rank-kinds", "--region-rank-weight", "--region-rank-margin", "--rank-pairs", "--rank-zoom",
              "--rank-soften", "--flip-weight", "--flip-pairs", "--ema-decay", "--val-every", "--val-images",
              "--ckpt-every", "--seed", "--device", "--limit", "--no-resume", "--export-official", "--no-progress"]
-# flags added since (robust and cross-content training, issues 29 and 30; surroundings and framing), all off by
-# default
+# flags added since (robust and cross-content training, issues 29 and 30), all off by default
 NEW_FLAGS = ["--robust-weight", "--robust-eps", "--robust-steps", "--robust-faces", "--robust-rank-weight",
              "--cross-rank-weight", "--cross-rank-margin", "--cross-kinds", "--level-weight", "--level-zoom",
-             "--level-floor", "--calib-weight", "--calib-target", "--background-prob", "--background-sigma",
-             "--framing-weight", "--framing-pairs", "--framing-shift"]
+             "--level-floor", "--calib-weight", "--calib-target"]
 NEW_DEFAULTS = {"robust_weight": 0.0, "robust_eps": 4.0, "robust_steps": 1, "robust_faces": 4,
                 "robust_rank_weight": 0.0, "cross_rank_weight": 0.0, "cross_rank_margin": 0.15,
                 "cross_kinds": ["blur", "noise", "jpeg", "downup"], "level_weight": 0.0, "level_zoom": 1.0,
-                "level_floor": 0.05, "calib_weight": 0.0, "calib_target": 0.9, "background_prob": 0.0,
-                "background_sigma": 6.0, "framing_weight": 0.0, "framing_pairs": 4, "framing_shift": 0.02}
+                "level_floor": 0.05, "calib_weight": 0.0, "calib_target": 0.9}
 
 # TrainConfig of `ifqa train --data d --out o` as the hand-written train_command built it
 OLD_DEFAULTS = {

@@ -115,11 +115,6 @@ class TrainConfig:
                            help="no colour/zoom augmentation of real faces")
     max_zoom: float = option(1.2, group="recipe", bounds=(1, 4, False), experimental=True,
                              help="augmentation zooms real faces in by 1..Z")
-    background_prob: float = option(0.0, group="recipe", bounds=(0, 1, False),
-                                    help="share of real faces given other surroundings (their own defocused, or "
-                                         "another scene, sharp or not) before degradation; they stay real")
-    background_sigma: float = option(6.0, group="recipe", bounds=(0, 32, False), experimental=True,
-                                     help="strongest blur of the new surroundings, Gaussian sigma in px at 256 px")
     raw_fake_frac: float = option(0.5, group="recipe", help="share of fakes that are raw degraded faces; "
                                                            "1 = discriminator only, no generator")
     val_every: int = option(250, group="run", help="validate every N steps (and at the last step)")
@@ -168,13 +163,6 @@ class TrainConfig:
                                      "must agree")
     flip_pairs: int = option(4, group="terms", bounds=(1, None, False),
                              help="real faces per batch also scored mirrored")
-    framing_weight: float = option(0.0, group="terms", bounds=(0, None, False),
-                                   help="weight of framing consistency: a real face and a degraded one, shifted, "
-                                        "zoomed and turned a little, must score as they did (0 = off)")
-    framing_pairs: int = option(4, group="terms", bounds=(1, None, False), experimental=True,
-                                help="real faces (and as many degraded ones) re-framed per step")
-    framing_shift: float = option(0.02, group="terms", bounds=(0, 0.25, False), experimental=True,
-                                  help="largest re-framing shift, as a fraction of the side (zoom up to 3 percent, turn up to 2 degrees)")
     ema_decay: float = option(0.0, group="terms", bounds=(0, 1, True),
                               help="export an exponential moving average of the discriminator's weights (e.g. 0.99; "
                                    "0 = off)")

@@ -39,7 +39,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from ..models import LITE_BOTTLENECK, LITE_WIDTHS, build_model
 from ..regions import region_masks
 from ..weights import load_into, load_model, save_official, save_weights
-from .augment import random_background, random_boxes_mask, random_color, random_framing, random_zoom
+from .augment import random_boxes_mask, random_color, random_zoom
 from .config import TrainConfig, check_config
 from .data import FaceSet, read_name_list
 from .degradations import DegradationConfig, Degrader
@@ -250,20 +250,6 @@ def calibration_term(cfg: TrainConfig, batch: Batch, gen: torch.Generator) -> Ex
     return ExtraTerm("loss_calib", cfg.calib_weight, batch.hq[:0], loss)
 
 
-def framing_term(cfg: TrainConfig, batch: Batch, gen: torch.Generator) -> ExtraTerm:
-    """The first ``framing_pairs`` real faces and their degraded twins, re-framed a little (:func:`random_framing`),
-    must score as they did: a re-aligned crop of the same face is the same image quality."""
-    n = min(cfg.framing_pairs, cfg.batch_size)
-    moved = random_framing(torch.cat([batch.hq[:n], batch.lq[:n]]), gen, cfg.framing_shift)
-
-    def loss(logits: torch.Tensor, batch_logits: torch.Tensor) -> torch.Tensor:
-        # the BCE batch starts with the real faces; the degraded ones are scored here, before their re-framed copies
-        before = torch.cat([_image_scores(batch_logits[:n]), _image_scores(logits[:n])])
-        return (before - _image_scores(logits[n:])).square().mean()
-
-    return ExtraTerm("loss_framing", cfg.framing_weight, torch.cat([batch.lq[:n], moved]), loss)
-
-
 #: The extra terms: (config field holding the weight, builder), in the order they draw from the generator and
 #: are logged. A term whose weight is 0 is not built, so it draws nothing and other recipes keep their streams.
 EXTRA_TERMS: tuple[tuple[str, Callable[[TrainConfig, Batch, torch.Generator], ExtraTerm]], ...] = (
@@ -273,7 +259,6 @@ EXTRA_TERMS: tuple[tuple[str, Callable[[TrainConfig, Batch, torch.Generator], Ex
     ("cross_rank_weight", cross_content_term),
     ("level_weight", severity_level_term),
     ("calib_weight", calibration_term),
-    ("framing_weight", framing_term),
 )
 
 
@@ -346,15 +331,13 @@ class _Run:
 
 
 def draw_batch(cfg: TrainConfig, train_set: FaceSet, run: _Run, device: torch.device) -> Batch:
-    """Sample, mirror at random, augment (colour, zoom, surroundings) and degrade one batch of real faces."""
+    """Sample, mirror at random, augment (colour, zoom) and degrade one batch of real faces."""
     idx = torch.randint(0, len(train_set), (cfg.batch_size,), generator=run.gen)
     flip = torch.rand(cfg.batch_size, generator=run.gen) < 0.5
     hq, boxes = train_set.batch(idx, device, flip)
     if cfg.augment:
         hq, boxes = random_zoom(hq, boxes, run.gen, max_zoom=cfg.max_zoom)
         hq = random_color(hq, run.gen)
-    if cfg.background_prob > 0:
-        hq = random_background(hq, boxes, run.gen, cfg.background_prob, cfg.background_sigma)
     masks = region_masks(boxes, hq.shape[-1])
     return Batch(hq, masks, run.degrader(hq))
 
