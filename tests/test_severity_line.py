@@ -15,12 +15,15 @@ needs_faces = pytest.mark.skipif(not (FACES / "val.txt").is_file(), reason="../s
 
 
 @needs_faces
-def test_half_b_is_neither_the_bundles_faces_nor_val():
-    names = line.half_b_names(FACES, 10_000)
+def test_half_b_is_neither_the_bundles_faces_nor_val_and_half_a_holds_them():
+    names = line.half_names(FACES, 10_000)
     bundled = set((REPO / "ifqa_loss" / "bundled" / "ifqa-lite.train.txt").read_text().split())
     val = set((FACES / "val.txt").read_text().split())
     assert len(names) == 5035 - line.HALF_A and len(set(names)) == len(names)
     assert not set(names) & bundled and not set(names) & val
+    half_a = line.half_names(FACES, 10_000, "a")
+    assert len(half_a) == line.HALF_A and not set(half_a) & set(names) and not set(half_a) & val
+    assert set(half_a[:len(bundled)]) == bundled  # the bundle's 1,300 faces open half A
 
 
 @needs_faces
