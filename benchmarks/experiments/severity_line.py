@@ -11,8 +11,9 @@ The faces are half B of faces256's train split (the split minus val.txt, shuffle
 name 2,517 on): the bundled model's recipe and the candidates trained on half A never saw them, and val.txt stays
 untouched for the held-out benchmark. ``--half a`` takes the first N faces of half A instead, the candidates' own
 training faces: a per-level spread as large there as on half B says the model does not fit the line even where it
-trained, rather than that it fails to carry it to new faces. Images are degraded by quality.py's ``degrade_8bit`` (8-bit, as files) and
-scored as ``ifqa score`` scores them. An experiment for choosing training settings, not a benchmark.
+trained, rather than that it fails to carry it to new faces. Images are degraded by quality.py's ``degrade_8bit``
+(8-bit, as files) and scored as ``ifqa score`` scores them. An experiment for choosing training settings, not a
+benchmark.
 
 Usage: python benchmarks/experiments/severity_line.py [--weights W [W ...]] [--n 48] [--half b|a] [--out FILE]
 """
