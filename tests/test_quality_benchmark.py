@@ -92,7 +92,8 @@ def test_heldout_severity_subset(tmp_path):
     assert "held-out severity" in stdout and res["images"] == 6
     (only,) = res["results"]
     assert set(only) == {"weights", "blur", "noise", "jpeg", "downup", "mixed", "mirror_pearson", "cross_content",
-                         "blur_opinion"}
+                         "blur_opinion", "surroundings"}
+    assert 0.2 < only["surroundings"]["replaced_share"] < 0.6  # section (8) on landmark boxes of faces256
     assert "ifqa-lite" in only["weights"]  # the bundled model by default
     # loose floors: the bundled model orders every type well on held-out faces (README: worst JPEG -0.94)
     for kind in ("blur", "noise", "jpeg", "downup", "mixed"):
