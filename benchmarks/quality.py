@@ -280,14 +280,16 @@ def pink_texture(n: int, size: int, seed: int) -> torch.Tensor:
     return (0.5 + 0.1 * torch.randn(n, 3, 1, 1, generator=gen) + 0.15 * z).clamp(0, 1)
 
 
-def surroundings(scorer, faces: torch.Tensor, boxes: torch.Tensor, seed: int = 0) -> dict:
+def surroundings(scorer, faces: torch.Tensor, boxes: torch.Tensor, seed: int = 0,
+                 clean: torch.Tensor | None = None) -> dict:
     """Section (8) on (N, 3, 256, 256) uint8 ``faces`` with (N, 4, 4) region ``boxes``: the score change when all
-    but the face is replaced (flat grey, 1/f texture, the face's own surroundings blurred with sigma 4 px)."""
+    but the face is replaced (flat grey, 1/f texture, the face's own surroundings blurred with sigma 4 px).
+    ``clean``: the faces' scores when already computed."""
     x = to_float(faces)
     w = face_ellipse_weight(boxes, x.shape[-1])
     scenes = {"grey": torch.full_like(x, 0.5), "texture": pink_texture(len(x), x.shape[-1], seed),
               "defocus": degrade(x, "blur", 4.0)}
-    clean = scorer(faces).numpy()
+    clean = (scorer(faces) if clean is None else clean).numpy()
     res = {"replaced_share": float(w.mean())}
     for name, scene in scenes.items():
         change = scorer(to_uint8(x + (scene - x) * w)).numpy() - clean
@@ -416,7 +418,7 @@ def main() -> None:
     # (8) surroundings: every face, template boxes where the landmarks file has none
     all_boxes = template_boxes(len(names))
     all_boxes[keep] = boxes
-    around = surroundings(scorers["ifqa"], hq, all_boxes)
+    around = surroundings(scorers["ifqa"], hq, all_boxes, clean=clean["ifqa"])  # clean scores of (4)
     print_table(f"(8) IFQA score change with all but the face replaced ({around['replaced_share']:.0%} of the "
                 "pixels on average); 0 = judges the face only", ["scene", "mean change", "mean |change|"],
                 [[k, v["mean_change"], v["mean_abs_change"]] for k, v in around.items() if k != "replaced_share"])
