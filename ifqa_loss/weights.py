@@ -241,9 +241,10 @@ def detect_backbone(state: Mapping[str, torch.Tensor], metadata: Mapping[str, st
         except KeyError:
             return "cnn", {}
         n_btn = len({k.split(".")[1] for k in state if k.startswith("btn.")})
-        if widths == CNN_WIDTHS and n_btn == CNN_BOTTLENECK:
+        stem = int(state["stem.conv_full.weight"].shape[0]) if "stem.conv_full.weight" in state else 0
+        if widths == CNN_WIDTHS and n_btn == CNN_BOTTLENECK and not stem:
             return "cnn", {}
-        return "lite", {"widths": list(widths), "num_bottleneck": n_btn}
+        return "lite", {"widths": list(widths), "num_bottleneck": n_btn, **({"stem": stem} if stem else {})}
     raise WeightsError("cannot tell the backbone from the keys: neither U-Net (encoder128.*) nor ViT (patch_embed.*) "
                        f"keys are present (first keys: {list(state)[:5]})")
 

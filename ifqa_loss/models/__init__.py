@@ -16,12 +16,13 @@ LITE_BOTTLENECK = 2
 def build_model(backbone: str, **config) -> nn.Module:
     """Build an uninitialised discriminator for ``backbone`` ("lite", "cnn" or "vit").
 
-    ``config`` overrides the architecture (``widths``/``num_bottleneck`` for U-Nets).
+    ``config`` overrides the architecture (``widths``/``num_bottleneck`` for U-Nets, ``stem`` for ``lite``).
     """
     if backbone == "cnn":
         return UNetDiscriminator(config.get("widths", CNN_WIDTHS), config.get("num_bottleneck", CNN_BOTTLENECK))
     if backbone == "lite":
-        return UNetDiscriminator(config.get("widths", LITE_WIDTHS), config.get("num_bottleneck", LITE_BOTTLENECK))
+        return UNetDiscriminator(config.get("widths", LITE_WIDTHS), config.get("num_bottleneck", LITE_BOTTLENECK),
+                                 config.get("stem", 0))
     if backbone == "vit":
         return MAEViTDiscriminator(**config)
     raise ValueError(f"unknown backbone {backbone!r}; choose one of {', '.join(BACKBONES)}")
