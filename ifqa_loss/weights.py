@@ -241,10 +241,9 @@ def detect_backbone(state: Mapping[str, torch.Tensor], metadata: Mapping[str, st
         except KeyError:
             return "cnn", {}
         n_btn = len({k.split(".")[1] for k in state if k.startswith("btn.")})
-        stem = int(state["stem.conv_full.weight"].shape[0]) if "stem.conv_full.weight" in state else 0
-        if widths == CNN_WIDTHS and n_btn == CNN_BOTTLENECK and not stem:
+        if widths == CNN_WIDTHS and n_btn == CNN_BOTTLENECK:
             return "cnn", {}
-        return "lite", {"widths": list(widths), "num_bottleneck": n_btn, **({"stem": stem} if stem else {})}
+        return "lite", {"widths": list(widths), "num_bottleneck": n_btn}
     raise WeightsError("cannot tell the backbone from the keys: neither U-Net (encoder128.*) nor ViT (patch_embed.*) "
                        f"keys are present (first keys: {list(state)[:5]})")
 

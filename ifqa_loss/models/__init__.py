@@ -16,13 +16,12 @@ LITE_BOTTLENECK = 2
 def build_model(backbone: str, **config) -> nn.Module:
     """Build an uninitialised discriminator for ``backbone`` ("lite", "cnn" or "vit").
 
-    ``config`` overrides the architecture (``widths``/``num_bottleneck`` for U-Nets, ``stem`` for ``lite``).
+    ``config`` overrides the architecture (``widths``/``num_bottleneck`` for U-Nets).
     """
     if backbone == "cnn":
         return UNetDiscriminator(config.get("widths", CNN_WIDTHS), config.get("num_bottleneck", CNN_BOTTLENECK))
     if backbone == "lite":
-        return UNetDiscriminator(config.get("widths", LITE_WIDTHS), config.get("num_bottleneck", LITE_BOTTLENECK),
-                                 config.get("stem", 0))
+        return UNetDiscriminator(config.get("widths", LITE_WIDTHS), config.get("num_bottleneck", LITE_BOTTLENECK))
     if backbone == "vit":
         return MAEViTDiscriminator(**config)
     raise ValueError(f"unknown backbone {backbone!r}; choose one of {', '.join(BACKBONES)}")

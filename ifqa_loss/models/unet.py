@@ -16,7 +16,7 @@ run by its ``test.py``. This file follows it block for block, with the same stat
 Layers run through ``self.conv(layer, x, upsample=...)``, which computes ``layer(upsample(x))`` exactly as
 written here, by a faster but equal formulation where one was measured faster (:mod:`._cpu_kernels`;
 ``use_official_formulation()`` switches them all off). ``widths`` and ``num_bottleneck`` narrower than
-the official ones give the ``lite`` backbone, which may add a ``FullResolutionStem`` (not in the official model).
+the official ones give the ``lite`` backbone.
 """
 from __future__ import annotations
 
@@ -74,28 +74,6 @@ class UpResBlock(FastPaths, nn.Module):
         return (s + r) * _INV_SQRT2
 
 
-class FullResolutionStem(nn.Module):
-    """Rectified features of the full-resolution image, added to ``encoder128``'s output (``lite`` only).
-
-    ``encoder128`` filters the 256 px image linearly with 3 channels before it pools, so the energy of pixel-scale
-    detail (sensor noise, 8x8 JPEG blocks) reaches the network only through aliasing. The stem rectifies ``channels``
-    3x3 filter responses at full resolution before pooling, which measures that energy, and projects them to the
-    first skip's width with a 1x1 convolution that starts at zero: a stem added to trained weights leaves their
-    scores unchanged until training moves it.
-    """
-
-    def __init__(self, channels: int, c_out: int) -> None:
-        super().__init__()
-        self.conv_full = nn.Conv2d(3, channels, 3, padding=1)
-        self.conv_half = nn.Conv2d(channels, channels, 3, padding=1)
-        self.project = nn.Conv2d(channels, c_out, 1, bias=False)
-        nn.init.zeros_(self.project.weight)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = F.avg_pool2d(F.leaky_relu(self.conv_full(x), 0.2), 2)
-        return self.project(F.leaky_relu(self.conv_half(h), 0.2))
-
-
 def _toggle(attr: str, doc: str) -> property:
     """A model-wide on/off switch for the ``attr`` flag of every block."""
     def get(self) -> bool:
@@ -115,20 +93,16 @@ class UNetDiscriminator(nn.Module):
     Args:
         widths: channels after encoder128, encoder64, encoder32, encoder16, encoder8.
         num_bottleneck: residual blocks at 1/32 resolution.
-        stem: channels of a :class:`FullResolutionStem` (0: none, as in the official model).
     """
 
     native_size = 256
 
-    def __init__(self, widths: tuple[int, ...] = CNN_WIDTHS, num_bottleneck: int = CNN_BOTTLENECK,
-                 stem: int = 0) -> None:
+    def __init__(self, widths: tuple[int, ...] = CNN_WIDTHS, num_bottleneck: int = CNN_BOTTLENECK) -> None:
         super().__init__()
         if len(widths) != 5 or any(int(w) < 1 for w in widths):
             raise ValueError(f"widths must be 5 positive channel counts, got {widths!r}")
         if num_bottleneck < 0:
             raise ValueError(f"num_bottleneck must be >= 0, got {num_bottleneck}")
-        if stem < 0:
-            raise ValueError(f"stem must be >= 0 channels, got {stem}")
         w1, w2, w3, w4, w5 = (int(w) for w in widths)
         self.widths = (w1, w2, w3, w4, w5)
         self.num_bottleneck = int(num_bottleneck)
@@ -143,8 +117,6 @@ class UNetDiscriminator(nn.Module):
         self.decoder64 = UpResBlock(w3, w2)
         self.decoder128 = UpResBlock(w2, w1)
         self.decoder256 = nn.Sequential(UpResBlock(w1, 1), nn.Sigmoid())
-        self.stem_channels = int(stem)
-        self.stem = FullResolutionStem(self.stem_channels, w1) if stem else None
 
     fused_upsample = _toggle("fused", "Whether the decoder convolves at the low resolution (a transposed convolution).")
     winograd = _toggle("winograd", "Whether wide 3x3 layers on small CPU maps may use Winograd F(2x2, 3x3).")
@@ -156,13 +128,11 @@ class UNetDiscriminator(nn.Module):
 
     @property
     def is_official_cnn(self) -> bool:
-        return self.widths == CNN_WIDTHS and self.num_bottleneck == CNN_BOTTLENECK and self.stem is None
+        return self.widths == CNN_WIDTHS and self.num_bottleneck == CNN_BOTTLENECK
 
     def forward_logits(self, x: torch.Tensor) -> torch.Tensor:
         """Pre-sigmoid map, (N, 1, H, W); H and W must be multiples of 32."""
         e128 = self.encoder128(x)
-        if self.stem is not None:
-            e128 = e128 + self.stem(x)
         e64 = self.encoder64(e128)
         e32 = self.encoder32(e64)
         e16 = self.encoder16(e32)

@@ -132,10 +132,6 @@ class TrainConfig:
                                       help="lite stage widths; None = the lite default, or those of --init")
     num_bottleneck: int | None = option(None, group="recipe", cli=False,
                                         help="lite bottleneck blocks; None = the lite default, or that of --init")
-    stem: int | None = option(None, group="recipe", metavar="CHANNELS", experimental=True,
-                              help="lite only: channels of a full-resolution stem added to the first skip (0 = none; "
-                                   "default: that of --init, else none). Added to --init weights without one, it "
-                                   "starts at zero, so their scores are unchanged at step 0")
     degradation: dict = option(default_factory=dict, group="recipe", append=True, parse=parse_degradation,
                                cli_default=[], metavar="KEY=VALUE",
                                help="override a degradation setting, e.g. p_jpeg=0.7 or jpeg_quality=30,95 "
@@ -286,9 +282,6 @@ def check_config(cfg: TrainConfig) -> None:
         if not ok:
             span = f">= {lo}" if hi is None else f"in [{lo}, {hi}{')' if hi_open else ']'}"
             raise ValueError(f"{f.name} must be {span}, got {v}")
-    if cfg.stem is not None and (cfg.stem < 0 or (cfg.stem > 0 and cfg.arch != "lite")):
-        raise ValueError(f"stem must be >= 0 channels and is for arch 'lite' only; got {cfg.stem} with arch "
-                         f"{cfg.arch!r}")
     for weight, kinds in (("rank_weight", "rank_kinds"), ("cross_rank_weight", "cross_kinds"),
                           ("level_weight", "cross_kinds")):
         if getattr(cfg, weight) > 0:

@@ -73,7 +73,7 @@ def _arch_config(cfg: TrainConfig) -> dict:
     if cfg.arch != "lite":
         raise ValueError(f"--arch must be 'lite' or 'cnn', got {cfg.arch!r}")
     return {"widths": list(cfg.widths or LITE_WIDTHS), "num_bottleneck": cfg.num_bottleneck if cfg.num_bottleneck
-            is not None else LITE_BOTTLENECK, **({"stem": cfg.stem} if cfg.stem else {})}
+            is not None else LITE_BOTTLENECK}
 
 
 class _Logits(nn.Module):
@@ -431,8 +431,6 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
         init_net = load_model(cfg.arch, cfg.init).model
         if cfg.arch == "lite" and cfg.widths is None and cfg.num_bottleneck is None:
             cfg.widths, cfg.num_bottleneck = list(init_net.widths), init_net.num_bottleneck
-        if cfg.arch == "lite" and cfg.stem is None:
-            cfg.stem = init_net.stem_channels
     held_out = read_name_list(cfg.val_list)
     train_set = FaceSet(cfg.data, cfg.landmarks, include=read_name_list(cfg.train_list) if cfg.train_list else None,
                         exclude=held_out, limit=cfg.limit)
@@ -487,22 +485,12 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
     return card
 
 
-def grown_state(d_net: nn.Module, init_net: nn.Module) -> dict[str, torch.Tensor]:
-    """``init_net``'s weights for ``d_net``: with the fresh (zero-output) stem of ``d_net`` where ``init_net`` has
-    none, so the scores start unchanged. A stem of another width, or one ``d_net`` lacks, is left to the strict
-    load to report."""
-    state = init_net.state_dict()
-    if getattr(d_net, "stem", None) is not None and getattr(init_net, "stem", None) is None:
-        state.update({f"stem.{k}": v for k, v in d_net.stem.state_dict().items()})
-    return state
-
-
 def _build_run(cfg: TrainConfig, arch_cfg: dict, init_net: nn.Module | None, device: torch.device, rank: int,
                world: int) -> _Run:
     """Fresh networks, optimisers and random streams (created in this order: the seed fixes all of them)."""
     d_net = build_model(cfg.arch, **arch_cfg)
     if init_net is not None:
-        load_into(d_net, grown_state(d_net, init_net), str(cfg.init), cfg.arch)
+        load_into(d_net, init_net.state_dict(), str(cfg.init), cfg.arch)
     d_net = d_net.to(device)
     g_net = RestorationUNet(cfg.generator_width).to(device)
     d_model: nn.Module = _Logits(d_net)
