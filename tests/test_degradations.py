@@ -1,4 +1,4 @@
-"""The deterministic sweep degradations (degrade, sharpen) of ifqa_loss.train.degradations."""
+"""The deterministic sweep degradations (degrade, sharpen) of ifqa_loss.train.degradations, and JPEG off the grid."""
 from __future__ import annotations
 
 import pytest
@@ -6,9 +6,12 @@ import torch
 
 from ifqa_loss.train.degradations import (
     SWEEP_KINDS,
+    DegradationConfig,
+    Degrader,
     degrade,
     gaussian_blur,
     gaussian_noise,
+    jpeg_off_grid,
     jpeg_pil,
     sharpen,
     unsharp_mask,
@@ -71,3 +74,31 @@ def test_severity_grows_with_the_level():
 def test_unknown_kind_is_refused():
     with pytest.raises(ValueError, match="unknown degradation kind 'sepia'"):
         degrade(faces(), "sepia", 1.0)
+
+
+def _column_steps(x: torch.Tensor) -> torch.Tensor:
+    """(W - 1,) mean absolute step between neighbouring columns, over the batch, channels and rows."""
+    return (x[..., 1:] - x[..., :-1]).abs().mean(dim=(0, 1, 2))
+
+
+def test_jpeg_off_grid_moves_the_block_grid_by_the_offset():
+    yy, xx = torch.meshgrid(torch.linspace(0, 1, 64), torch.linspace(0, 1, 64), indexing="ij")
+    smooth = torch.stack([0.2 + 0.6 * xx * yy, 0.5 + 0.3 * torch.sin(3 * xx), 0.3 + 0.4 * yy])[None]  # no own edges
+    q = torch.tensor([8])
+    assert torch.equal(jpeg_off_grid(jpeg_pil, smooth, q, torch.tensor([[0, 0]])), jpeg_pil(smooth, q))
+    for dx in (3, 5, 11):
+        steps = _column_steps(jpeg_off_grid(jpeg_pil, smooth, q, torch.tensor([[2, dx]])))
+        # a step between columns c and c + 1 crosses a block edge where (c + 1 + dx) is a multiple of 8
+        on_grid = torch.tensor([(c + 1 + dx) % 8 == 0 for c in range(63)])
+        assert steps[on_grid].mean() > 3 * steps[~on_grid].mean(), dx
+
+
+def test_degrader_jpeg_grid_fixed_is_the_default_stream_and_bad_values_are_refused():
+    x = torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    only_jpeg = {"p_blur": 0.0, "p_down": 0.0, "p_noise": 0.0, "p_jpeg": 1.0, "jpeg_backend": "pil"}
+    default = Degrader(DegradationConfig(**only_jpeg), seed=3)(x)
+    assert torch.equal(Degrader(DegradationConfig(**only_jpeg, jpeg_grid="fixed"), seed=3)(x), default)
+    moved = Degrader(DegradationConfig(**only_jpeg, jpeg_grid="random"), seed=3)(x)
+    assert moved.shape == x.shape and not torch.equal(moved, default)
+    with pytest.raises(ValueError, match="jpeg_grid"):
+        Degrader(DegradationConfig(jpeg_grid="diagonal"))

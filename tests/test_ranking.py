@@ -141,3 +141,19 @@ def test_train_with_ranking_terms_logs_them(tmp_path):
 def test_bad_ranking_options_are_usage_errors_before_any_data_loads(tmp_path, capsys, flags, message):
     rc = main(["train", "--data", str(tmp_path / "missing"), "--out", str(tmp_path / "o"), "--no-progress", *flags])
     assert rc == 2 and message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("kind", ["jpeg", "mixed"])
+def test_random_grid_moves_only_the_jpeg_of_the_terms(kind):
+    x = torch.rand(3, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    sev = torch.tensor([0.3, 0.6, 0.9])
+    fixed = degrade_at(x, kind, sev, torch.Generator().manual_seed(1))
+    assert torch.equal(degrade_at(x, kind, sev, torch.Generator().manual_seed(1), random_grid=False), fixed)
+    moved = degrade_at(x, kind, sev, torch.Generator().manual_seed(1), random_grid=True)
+    assert moved.shape == x.shape and not torch.equal(moved, fixed)
+    # the same codec at the same quality: the error to the input is of the same size either way
+    err_fixed, err_moved = (fixed - x).abs().mean(), (moved - x).abs().mean()
+    assert 0.7 < float(err_moved / err_fixed) < 1.3
+    blurred = torch.Generator().manual_seed(1)
+    assert torch.equal(degrade_at(x, "blur", sev, blurred, random_grid=True),
+                       degrade_at(x, "blur", sev, torch.Generator().manual_seed(1)))

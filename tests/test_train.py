@@ -180,6 +180,7 @@ def test_cutmix_pairs_label_each_pixel_by_source():
 @pytest.mark.parametrize("item,expected", [("p_jpeg=0.7", {"p_jpeg": 0.7}),
                                            ("jpeg_quality=30,95", {"jpeg_quality": (30, 95)}),
                                            ("jpeg_backend=pil", {"jpeg_backend": "pil"}),
+                                           ("jpeg_grid=random", {"jpeg_grid": "random"}),
                                            ("motion_kernel=5,9", {"motion_kernel": (5, 9)})])
 def test_degradation_overrides_are_typed(item, expected):
     from ifqa_loss.cli import _degradation_overrides

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import io
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import kornia
@@ -38,6 +39,7 @@ class DegradationConfig:
     p_jpeg: float = 0.5
     jpeg_quality: tuple[int, int] = (30, 95)
     jpeg_backend: str = "auto"  # "pil" (real codec, CPU), "kornia" (differentiable, on device) or "auto"
+    jpeg_grid: str = "fixed"  # "fixed": blocks on the image's own grid; "random": at a random offset (jpeg_off_grid)
     p_single: float = 0.0  # share of samples that get exactly one stage, chosen uniformly (isolated artefacts)
     p_jpeg_only: float = 0.0  # share of samples that get JPEG and nothing else
     p_sharpen: float = 0.0  # share of samples over-sharpened (unsharp mask) after the down-up stage
@@ -119,6 +121,36 @@ def jpeg_pil(x: torch.Tensor, quality: torch.Tensor) -> torch.Tensor:
 def jpeg_kornia(x: torch.Tensor, quality: torch.Tensor) -> torch.Tensor:
     """kornia's differentiable JPEG, batched on the device."""
     return kornia.enhance.jpeg_codec_differentiable(x.clamp(0, 1), quality.to(x))
+
+
+#: The 4:2:0 JPEG macroblock side: offsets below it give every phase of the luma and chroma block grids.
+JPEG_MCU = 16
+
+
+def jpeg_grid_offsets(n: int, gen: torch.Generator) -> torch.Tensor:
+    """(n, 2) integer (row, column) offsets in [0, :data:`JPEG_MCU`) for :func:`jpeg_off_grid`."""
+    return torch.randint(0, JPEG_MCU, (n, 2), generator=gen)
+
+
+def jpeg_off_grid(codec: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], x: torch.Tensor,
+                  quality: torch.Tensor, offset: torch.Tensor) -> torch.Tensor:
+    """``codec`` with each image's block grid moved by ``offset``, as in a photo cropped or aligned after it was
+    compressed: the image is reflect-padded so that it starts ``offset`` pixels into the encoded picture (whose
+    sides are then filled up to multiples of :data:`JPEG_MCU`), encoded, and cut out again.
+
+    Args:
+        x: (N, 3, H, W) in [0, 1]. quality: (N,) integers. offset: (N, 2) integers in [0, JPEG_MCU), rows first.
+    Returns:
+        (N, 3, H, W) in [0, 1].
+    """
+    h, w = x.shape[-2:]
+    out = []
+    for i in range(x.shape[0]):
+        dy, dx = int(offset[i, 0]), int(offset[i, 1])
+        pad = (dx, -(w + dx) % JPEG_MCU, dy, -(h + dy) % JPEG_MCU)  # left, right, top, bottom
+        y = codec(F.pad(x[i:i + 1], pad, mode="reflect"), quality[i:i + 1])
+        out.append(y[..., dy:dy + h, dx:dx + w])
+    return torch.cat(out)
 
 
 # ---------------------------------------------------------------- deterministic sweeps (one level per batch)
@@ -223,6 +255,8 @@ class Degrader:
 
     def __init__(self, config: DegradationConfig | None = None, seed: int = 0) -> None:
         self.cfg = config or DegradationConfig()
+        if self.cfg.jpeg_grid not in ("fixed", "random"):
+            raise ValueError(f"jpeg_grid must be 'fixed' or 'random', got {self.cfg.jpeg_grid!r}")
         self.gen = torch.Generator().manual_seed(seed)
 
     @torch.no_grad()
@@ -280,5 +314,8 @@ class Degrader:
             codec = jpeg_pil if backend == "pil" else jpeg_kornia
             idx = jpeg.nonzero().flatten()
             x = x.clone()
-            x[idx.to(dev)] = codec(x[idx.to(dev)], q[idx])
+            if cfg.jpeg_grid == "random":  # drawn only when used, so other configs keep their random streams
+                x[idx.to(dev)] = jpeg_off_grid(codec, x[idx.to(dev)], q[idx], jpeg_grid_offsets(len(idx), g))
+            else:
+                x[idx.to(dev)] = codec(x[idx.to(dev)], q[idx])
         return x.clamp(0, 1).to(hq.dtype)

@@ -19,7 +19,8 @@ import torch
 import torch.nn.functional as F
 
 from .augment import random_zoom
-from .degradations import down_up, gaussian_blur, gaussian_noise, jpeg_pil, unsharp_mask
+from .degradations import (down_up, gaussian_blur, gaussian_noise, jpeg_grid_offsets, jpeg_off_grid, jpeg_pil,
+                           unsharp_mask)
 
 #: What severity 0 and 1 mean for each kind (JPEG quality, Gaussian sigma in px, noise sigma in 8-bit
 #: levels, down-up factor, unsharp-mask amount, the level of ``degrade``'s "mixed" kind; the factor is
@@ -49,8 +50,16 @@ def severity_value(kind: str, severity: torch.Tensor) -> torch.Tensor:
     return lo * (hi / lo) ** u if kind == "downup" else lo + u * (hi - lo)
 
 
-def degrade_at(x: torch.Tensor, kind: str, severity: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    """Degrade each sample by ``kind`` at its own severity.
+def _jpeg(x: torch.Tensor, quality: torch.Tensor, gen: torch.Generator, random_grid: bool) -> torch.Tensor:
+    if random_grid:  # drawn only when used, so other recipes keep their random streams
+        return jpeg_off_grid(jpeg_pil, x, quality, jpeg_grid_offsets(x.shape[0], gen))
+    return jpeg_pil(x, quality)
+
+
+def degrade_at(x: torch.Tensor, kind: str, severity: torch.Tensor, gen: torch.Generator,
+               random_grid: bool = False) -> torch.Tensor:
+    """Degrade each sample by ``kind`` at its own severity; ``random_grid`` puts the JPEG blocks (of the "jpeg"
+    and "mixed" kinds) at a random offset (:func:`~ifqa_loss.train.degradations.jpeg_off_grid`).
 
     Args:
         x: (N, 3, H, W) in [0, 1]. severity: (N,) in [0, 1].
@@ -59,7 +68,7 @@ def degrade_at(x: torch.Tensor, kind: str, severity: torch.Tensor, gen: torch.Ge
     """
     value = severity_value(kind, severity)
     if kind == "jpeg":
-        return jpeg_pil(x, value.round().int())
+        return _jpeg(x, value.round().int(), gen, random_grid)
     if kind == "blur":
         return gaussian_blur(x, value.to(x.device))
     if kind == "noise":
@@ -68,12 +77,13 @@ def degrade_at(x: torch.Tensor, kind: str, severity: torch.Tensor, gen: torch.Ge
         sigma = SHARPEN_SIGMA[0] + torch.rand(x.shape[0], generator=gen) * (SHARPEN_SIGMA[1] - SHARPEN_SIGMA[0])
         return unsharp_mask(x, sigma, value)
     if kind == "mixed":
-        return mixed_at(x, value, gen)
+        return mixed_at(x, value, gen, random_grid)
     return down_up(x, value, ["bicubic"] * x.shape[0])  # "downup"
 
 
-def mixed_at(x: torch.Tensor, level: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    """``degrade(x, "mixed", level)`` with a level per sample: blur, down-up, noise and JPEG, all scaled by it.
+def mixed_at(x: torch.Tensor, level: torch.Tensor, gen: torch.Generator, random_grid: bool = False) -> torch.Tensor:
+    """``degrade(x, "mixed", level)`` with a level per sample: blur, down-up, noise and JPEG, all scaled by it
+    (the JPEG blocks at a random offset with ``random_grid``).
 
     Args:
         x: (N, 3, H, W) in [0, 1]. level: (N,) levels of ``degrade``'s "mixed" kind (1 mild ... 5 harsh).
@@ -84,7 +94,7 @@ def mixed_at(x: torch.Tensor, level: torch.Tensor, gen: torch.Generator) -> torc
     y = gaussian_blur(x, (0.4 * level).clamp_min(1e-3).to(x.device))
     y = down_up(y, 1.0 + 0.5 * level, ["bicubic"] * x.shape[0])
     y = gaussian_noise(y, 2.5 * level, gen, p_gray=0.0)
-    return jpeg_pil(y, (95 - 12 * level).round().int())
+    return _jpeg(y, (95 - 12 * level).round().int(), gen, random_grid)
 
 
 def ranking_faces(hq: torch.Tensor, gen: torch.Generator, zoom: float = 1.0, soften: float = 0.0) -> torch.Tensor:
@@ -108,11 +118,12 @@ def ranking_faces(hq: torch.Tensor, gen: torch.Generator, zoom: float = 1.0, sof
     return hq
 
 
-def severity_pairs(hq: torch.Tensor, kinds: list[str], gen: torch.Generator, p_clean: float = 0.25):
+def severity_pairs(hq: torch.Tensor, kinds: list[str], gen: torch.Generator, p_clean: float = 0.25,
+                   random_grid: bool = False):
     """Milder and harsher twins of each face, one kind per sample drawn uniformly from ``kinds``.
 
     Repeating a kind in ``kinds`` draws it more often. With probability ``p_clean`` the milder twin is the
-    clean face itself.
+    clean face itself. ``random_grid``: as in :func:`degrade_at`.
 
     Returns:
         milder (N, 3, H, W), harsher (N, 3, H, W), gap (N,): harsher minus milder severity, in (0, 1].
@@ -128,9 +139,9 @@ def severity_pairs(hq: torch.Tensor, kinds: list[str], gen: torch.Generator, p_c
         sel = torch.tensor([kinds[int(i)] == kind for i in pick])
         mild = sel & ~clean
         if sel.any():
-            harsher[sel.to(hq.device)] = degrade_at(hq[sel.to(hq.device)], kind, u[sel, 1], gen)
+            harsher[sel.to(hq.device)] = degrade_at(hq[sel.to(hq.device)], kind, u[sel, 1], gen, random_grid)
         if mild.any():
-            milder[mild.to(hq.device)] = degrade_at(hq[mild.to(hq.device)], kind, u[mild, 0], gen)
+            milder[mild.to(hq.device)] = degrade_at(hq[mild.to(hq.device)], kind, u[mild, 0], gen, random_grid)
     return milder, harsher, (u[:, 1] - u[:, 0]).clamp_min(1e-3).to(hq.device)
 
 

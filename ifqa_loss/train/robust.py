@@ -67,11 +67,12 @@ SWEEP_SPAN = 6.0
 
 
 def cross_content_images(hq: torch.Tensor, kinds: list[str], gen: torch.Generator, soften: float = 0.0,
-                         sweep_scale: bool = False):
+                         sweep_scale: bool = False, random_grid: bool = False):
     """One degraded version of each face: a kind drawn uniformly from ``kinds`` and a severity in [0, 1].
 
     ``soften`` blurs that share of the faces slightly first (sigma 0.4-1.2), so that a soft clean face is not
-    mistaken for severity 0 only because the training faces are sharp.
+    mistaken for severity 0 only because the training faces are sharp. ``random_grid``: as in
+    :func:`~ifqa_loss.train.ranking.degrade_at`.
 
     Returns:
         images (N, 3, H, W) in [0, 1]; severity (N,): the draw on the scale of :data:`SEVERITY_RANGES`, or with
@@ -94,7 +95,7 @@ def cross_content_images(hq: torch.Tensor, kinds: list[str], gen: torch.Generato
             raise ValueError(f"kind {kind!r} has no sweep levels; expected some of {sorted(SWEEP_LEVELS)}")
         sel = torch.tensor([kinds[int(i)] == kind for i in pick])
         if sel.any():
-            out[sel.to(hq.device)] = degrade_at(hq[sel.to(hq.device)], kind, u[sel], gen)
+            out[sel.to(hq.device)] = degrade_at(hq[sel.to(hq.device)], kind, u[sel], gen, random_grid)
             if sweep_scale:
                 severity[sel] = (sweep_level(kind, severity_value(kind, u[sel])) / SWEEP_SPAN).clamp(0, 1)
     return out, severity.to(hq.device)

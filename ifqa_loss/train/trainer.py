@@ -165,6 +165,11 @@ class ExtraTerm:
     gap: torch.Tensor | None = None  # severity pairs only: the images are (milder, harsher), gap (k,) between them
 
 
+def _random_grid(cfg: TrainConfig) -> bool:
+    """Whether the extra terms' JPEG blocks sit at random offsets too (``--degradation jpeg_grid=random``)."""
+    return cfg.degradation.get("jpeg_grid", "fixed") == "random"
+
+
 def _image_scores(logits: torch.Tensor) -> torch.Tensor:
     return torch.sigmoid(logits).mean(dim=(1, 2, 3))
 
@@ -173,7 +178,7 @@ def severity_ranking_term(cfg: TrainConfig, batch: Batch, gen: torch.Generator) 
     """The harsher twin of a severity pair must score lower by ``rank_margin`` per unit of severity gap."""
     k = min(cfg.rank_pairs, cfg.batch_size)
     base = ranking_faces(batch.hq[:k], gen, cfg.rank_zoom, cfg.rank_soften)
-    milder, harsher, gap = severity_pairs(base, cfg.rank_kinds, gen)
+    milder, harsher, gap = severity_pairs(base, cfg.rank_kinds, gen, random_grid=_random_grid(cfg))
 
     def loss(logits: torch.Tensor, _: torch.Tensor) -> torch.Tensor:
         s_milder, s_harsher = _image_scores(logits).split(k)
@@ -209,7 +214,7 @@ def cross_content_term(cfg: TrainConfig, batch: Batch, gen: torch.Generator) -> 
     severity gap, whoever the faces are. The pool is the first ``rank_pairs`` real faces (severity 0, scored in the
     BCE batch already) and one degraded version of each (random kind of ``cross_kinds``, random severity)."""
     k = min(cfg.rank_pairs, cfg.batch_size)
-    degraded, severity = cross_content_images(batch.hq[:k], cfg.cross_kinds, gen)
+    degraded, severity = cross_content_images(batch.hq[:k], cfg.cross_kinds, gen, random_grid=_random_grid(cfg))
     face = torch.arange(k, device=severity.device).repeat(2)
     pool_severity = torch.cat([torch.zeros_like(severity), severity])
 
@@ -229,7 +234,8 @@ def severity_level_term(cfg: TrainConfig, batch: Batch, gen: torch.Generator) ->
     k = min(cfg.rank_pairs, cfg.batch_size)
     zoomed = cfg.level_zoom > 1
     base = ranking_faces(batch.hq[:k], gen, cfg.level_zoom) if zoomed else batch.hq[:k]
-    degraded, severity = cross_content_images(base, cfg.cross_kinds, gen, sweep_scale=True)
+    degraded, severity = cross_content_images(base, cfg.cross_kinds, gen, sweep_scale=True,
+                                              random_grid=_random_grid(cfg))
     pool_severity = torch.cat([torch.zeros_like(severity), severity])
 
     def loss(logits: torch.Tensor, batch_logits: torch.Tensor) -> torch.Tensor:
