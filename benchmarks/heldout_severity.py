@@ -11,7 +11,8 @@ The cross-content part (quality.py's (6) and (7), same draws and seeds) is the o
 one degraded version per face, Spearman of the score with the quality (minus the severity; +1 = perfect)
 overall and per type, the clean faces' spread, and the synthetic-opinion blur test on the first 36 faces,
 upsampled to 512 px (faces256 holds 256 px files) and blurred there. The classical baselines run once, as
-reference rows. Then quality.py's section (8), the score change when all but the face is replaced.
+reference rows. Then quality.py's section (8), the score change when all but the face is replaced, and its
+section (9), the JPEG levels with the block grid moved off the image's.
 ``--cross-content-only`` skips the severity sweeps (about 10x faster) and writes JSON only
 with ``--out``.
 
@@ -29,8 +30,8 @@ import torch
 from common import RESULTS, SHARED, machine, print_table, require, write_json
 from ifqa_loss.io import load_folder
 from ifqa_loss.regions import boxes_from_landmarks, template_boxes
-from quality import (CROSS, LEVELS, SIZE, blur_opinion, cross_content, cross_table, degrade_8bit, make_scorers,
-                     spearman, surroundings)
+from quality import (CROSS, LEVELS, SIZE, blur_opinion, cross_content, cross_table, degrade_8bit, grid_table,
+                     jpeg_grid_sweep, make_scorers, spearman, surroundings)
 
 
 def severity_and_mirror(scorer, faces: torch.Tensor) -> dict:
@@ -93,6 +94,7 @@ def main() -> None:
             entry.update(severity_and_mirror(scorers["ifqa"], faces))
         entry["cross_content"], entry["blur_opinion"] = cross["ifqa"], blur["ifqa"]
         entry["surroundings"] = surroundings(scorers["ifqa"], faces, boxes)
+        entry["jpeg_grid"] = jpeg_grid_sweep({"ifqa": scorers["ifqa"]}, faces)["ifqa"]
         results.append(entry)
         rows.append((str(w) if w is not None else model.weights_source, cross["ifqa"], blur["ifqa"]))
     rows += [(m, b["cross_content"], b["blur_opinion"]) for m, b in baselines.items()]
@@ -113,6 +115,9 @@ def main() -> None:
                 ["weights", *scenes, *(f"{k} (signed)" for k in scenes)],
                 [[label, *(r["surroundings"][k]["mean_abs_change"] for k in scenes),
                   *(r["surroundings"][k]["mean_change"] for k in scenes)] for (label, _, _), r in zip(rows, results)])
+    grid_table("JPEG at the image's own block grid and at a moved one (quality.py's (9)): mean per-image "
+               "Spearman(score, level; clean = level 0) and the mean score per level",
+               [(label, r["jpeg_grid"]) for (label, _, _), r in zip(rows, results)])
     print(f"\n{time.perf_counter() - t0:.0f} s")
     if out:
         draws = cross["draws"]

@@ -29,6 +29,10 @@ The classical baselines (Laplacian variance, Tenengrad) see the same 8-bit 256x2
       radii of the ellipse the eye and mouth boxes place, fully from 1.7) replaced by a flat grey, a
       sharp 1/f texture, or their own surroundings blurred (sigma 4 px): the mean score change and mean absolute
       change. The face is untouched, so a face-quality score should hardly move.
+  (9) JPEG off the grid (a diagnostic, no target): the JPEG levels of (1) with each face's 8x8 / 16x16 block
+      grid moved by an offset that is not a multiple of 8 (drawn per face from a fixed seed), as in a photo
+      aligned after it was saved; per image Spearman(score, level) and the mean score per level, beside (1)'s
+      own-grid figures. A model that finds JPEG only at the image's own grid loses its JPEG order here.
 
 Spearman is scipy's ``spearmanr``; the ROC AUC is scipy's Mann-Whitney U over the number of pairs (ties count
 half; torchmetrics' ``binary_auroc`` would squash the baselines' scores, which exceed 1, through a sigmoid).
@@ -52,7 +56,7 @@ from common import RESULTS, SHARED, machine, print_table, require, write_json
 from ifqa_loss import IFQA
 from ifqa_loss.io import list_images, load_folder, to_float, to_uint8
 from ifqa_loss.regions import boxes_from_landmarks, region_masks, template_boxes
-from ifqa_loss.train.degradations import SWEEP_LEVELS, degrade, sharpen
+from ifqa_loss.train.degradations import SWEEP_LEVELS, degrade, jpeg_off_grid, jpeg_pil, sharpen
 
 SIZE = 256
 DATA = SHARED / "data"
@@ -297,6 +301,41 @@ def surroundings(scorer, faces: torch.Tensor, boxes: torch.Tensor, seed: int = 0
     return res
 
 
+# ---------------------------------------------------------------- (9) JPEG off the grid
+
+
+def off_grid_offsets(n: int, seed: int) -> torch.Tensor:
+    """(n, 2) row and column offsets in 1..15, none a multiple of 8: both block grids move off the image's."""
+    gen = torch.Generator().manual_seed(seed)
+    steps = torch.tensor([v for v in range(1, 16) if v % 8])
+    return steps[torch.randint(0, len(steps), (n, 2), generator=gen)]
+
+
+def jpeg_grid_sweep(scorers: dict, faces: torch.Tensor, seed: int = 0) -> dict:
+    """Section (9) on (N, 3, H, W) uint8 ``faces``: per scorer, for the own grid and the moved one, the mean
+    per-image Spearman(score, JPEG level) and the mean score per level (level 0 = the clean faces)."""
+    offset = off_grid_offsets(len(faces), seed)
+    x = to_float(faces)
+    grids = {"own": [to_uint8(jpeg_pil(x, torch.full((len(x),), q))) for q in LEVELS["jpeg"]],
+             "moved": [to_uint8(jpeg_off_grid(jpeg_pil, x, torch.full((len(x),), q), offset))
+                       for q in LEVELS["jpeg"]]}
+    res = {}
+    for m, f in scorers.items():
+        clean = f(faces).numpy()
+        res[m] = {}
+        for grid, batches in grids.items():
+            s = np.stack([clean, *(f(b).numpy() for b in batches)], 1)  # (images, clean + levels)
+            rho = [spearman(row, np.arange(s.shape[1])) for row in s]
+            res[m][grid] = {"mean_spearman": float(np.mean(rho)), "mean_score_per_level": s.mean(0).tolist()}
+    return res
+
+
+def grid_table(title: str, sweeps: list[tuple[str, dict]]) -> None:
+    print_table(title, ["scorer", "grid", "Spearman", *(f"level {k}" for k in range(len(LEVELS["jpeg"]) + 1))],
+                [[label, grid, v["mean_spearman"], *v["mean_score_per_level"]]
+                 for label, sweep in sweeps for grid, v in sweep.items()])
+
+
 def cross_table(title: str, rows: list[tuple[str, dict, dict]]) -> None:
     """One compact table of sections (6) and (7): ``(label, cross_content_stats, blur_opinion entry)`` rows."""
     print_table(title, ["scorer", "overall", *LEVELS, "worst", "blur-opinion", "clean std", "std/drop",
@@ -423,6 +462,11 @@ def main() -> None:
                 "pixels on average); 0 = judges the face only", ["scene", "mean change", "mean |change|"],
                 [[k, v["mean_change"], v["mean_abs_change"]] for k, v in around.items() if k != "replaced_share"])
 
+    # (9) JPEG off the grid
+    grid = jpeg_grid_sweep(scorers, hq)
+    grid_table("(9) JPEG at the image's own block grid and at a moved one (per face, not a multiple of 8): mean "
+               "per-image Spearman(score, level; clean = level 0) and the mean score per level", list(grid.items()))
+
     summary = {
         "severity_worst_type": {m: max(v["mean_spearman"] for v in severity[m].values()) for m in scorers},
         "auc": {m: auc[m]["auc"] for m in scorers},
@@ -434,6 +478,7 @@ def main() -> None:
         "blur_opinion": {m: blur[m]["spearman_score_vs_opinion"] for m in scorers},
         "clean_score_std": {m: cross[m]["clean"]["std"] for m in scorers},
         "surroundings_mean_abs_change": {k: v["mean_abs_change"] for k, v in around.items() if k != "replaced_share"},
+        "jpeg_moved_grid_spearman": {m: v["moved"]["mean_spearman"] for m, v in grid.items()},
     }
     print_table("summary (acceptance: worst-type Spearman <= -0.95, AUC >= 0.95, region ratio >= 1.5)",
                 ["metric", "worst Spearman", "AUC", "region ratio (mixed)"],
@@ -445,7 +490,8 @@ def main() -> None:
         "levels": LEVELS, "severity": severity, "real_lq": auc, "ifqa_score_per_file": per_file,
         "regions": region, "region_area": area, "sharpen_levels": SHARPEN, "over_sharpening": sharpen_share,
         "mirror": mirror, "cross_settings": CROSS, "cross_content": cross, "blur_opinion": blur,
-        "surroundings": around, "summary": summary, "machine": machine(), "seconds": round(time.perf_counter() - t0, 1),
+        "surroundings": around, "jpeg_grid": grid, "summary": summary, "machine": machine(),
+        "seconds": round(time.perf_counter() - t0, 1),
     })
 
 

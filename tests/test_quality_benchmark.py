@@ -49,6 +49,14 @@ def test_quality_benchmark_subset(tmp_path):
     around = res["surroundings"]
     assert set(around) == {"replaced_share", "grey", "texture", "defocus"} and 0.2 < around["replaced_share"] < 0.6
     assert all(v["mean_abs_change"] >= abs(v["mean_change"]) for k, v in around.items() if k != "replaced_share")
+    # (9) JPEG off the grid: its own-grid sweep is section (1)'s JPEG sweep with the clean faces in front
+    grid = res["jpeg_grid"]
+    assert set(grid) == set(res["real_lq"]) and all(set(v) == {"own", "moved"} for v in grid.values())
+    for m, v in grid.items():
+        assert v["own"]["mean_score_per_level"][1:] == pytest.approx(res["severity"][m]["jpeg"]["mean_score_per_level"],
+                                                                     rel=1e-6), m
+        assert v["own"]["mean_score_per_level"][0] == v["moved"]["mean_score_per_level"][0]  # the same clean faces
+    assert set(res["summary"]["jpeg_moved_grid_spearman"]) == set(res["real_lq"])
     # (5) mirror consistency: the classic filters are symmetric, so mirroring leaves their scores unchanged
     mirror = res["mirror"]
     assert set(mirror) == set(res["real_lq"])
@@ -92,7 +100,7 @@ def test_heldout_severity_subset(tmp_path):
     assert "held-out severity" in stdout and res["images"] == 6
     (only,) = res["results"]
     assert set(only) == {"weights", "blur", "noise", "jpeg", "downup", "mixed", "mirror_pearson", "cross_content",
-                         "blur_opinion", "surroundings"}
+                         "blur_opinion", "surroundings", "jpeg_grid"}
     assert 0.2 < only["surroundings"]["replaced_share"] < 0.6  # section (8) on landmark boxes of faces256
     assert "ifqa-lite" in only["weights"]  # the bundled model by default
     # loose floors: the bundled model orders every type well on held-out faces (README: worst JPEG -0.94)
@@ -166,7 +174,7 @@ def test_heldout_cross_content_subset(tmp_path):
     stdout, res = run_benchmark("heldout_severity.py", tmp_path / "cc.json", "--n", "30", "--cross-content-only")
     assert "held-out cross-content" in stdout and "held-out severity" not in stdout
     (only,) = res["results"]
-    assert set(only) == {"weights", "cross_content", "blur_opinion", "surroundings"}  # no severity sweeps
+    assert set(only) == {"weights", "cross_content", "blur_opinion", "surroundings", "jpeg_grid"}  # no severity sweeps
     draws = res["cross_draws"]
     assert len(draws) == 30 and {sum(d["kind"] == k for d in draws) for k in res["levels"]} == {6}
     quality = -np.array([d["severity"] for d in draws])
@@ -243,3 +251,29 @@ def test_face_ellipse_weight_is_zero_on_the_face_and_one_in_the_corners():
     cols = (w[0, 0] == 0).float().mean(0), (moved[0, 0] == 0).float().mean(0)
     centre = [float((c * torch.arange(256)).sum() / c.sum()) for c in cols]
     assert centre[1] - centre[0] == pytest.approx(25.6, abs=1.0)
+
+
+def test_jpeg_grid_sweep_tells_a_grid_locked_scorer_from_the_moved_grid():
+    """Section (9): a scorer that measures steps at the image's own 8-px block edges orders the own-grid sweep
+    perfectly and loses that order when the grid is moved; the offsets are never multiples of 8."""
+    import torch
+
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from quality import jpeg_grid_sweep, off_grid_offsets
+
+    from ifqa_loss.train.degradations import gaussian_blur
+
+    offsets = off_grid_offsets(50, seed=0)
+    assert (offsets % 8 != 0).all() and ((offsets >= 1) & (offsets <= 15)).all()
+    assert torch.equal(offsets, off_grid_offsets(50, seed=0))
+    x = gaussian_blur(torch.rand(4, 3, 64, 64, generator=torch.Generator().manual_seed(0)), torch.full((4,), 3.0))
+    faces = (x * 255).round().to(torch.uint8)
+
+    def own_edges(u8: torch.Tensor) -> torch.Tensor:  # minus the step at own-grid columns over the other steps
+        steps = (u8[..., 1:].float() - u8[..., :-1].float()).abs().mean(dim=(1, 2))
+        edge = torch.tensor([(c + 1) % 8 == 0 for c in range(u8.shape[-1] - 1)])
+        return -steps[:, edge].mean(1) / steps[:, ~edge].mean(1)
+
+    res = jpeg_grid_sweep({"edges": own_edges}, faces)["edges"]
+    assert res["own"]["mean_spearman"] < -0.9
+    assert res["moved"]["mean_spearman"] > res["own"]["mean_spearman"] + 0.5
