@@ -183,7 +183,7 @@ def test_progress_flag_reaches_the_trainer(monkeypatch):
 
 
 _DEGRADATION_KEYS = ("p_blur, p_motion, gauss_sigma, motion_kernel, p_down, scale, p_noise, p_poisson, noise_sigma, "
-                     "poisson_scale, p_jpeg, jpeg_quality, jpeg_backend, p_single, p_jpeg_only, p_sharpen, "
+                     "poisson_scale, p_jpeg, jpeg_quality, jpeg_backend, jpeg_grid, p_single, p_jpeg_only, p_sharpen, "
                      "sharpen_sigma, sharpen_amount")
 
 
@@ -200,6 +200,10 @@ _DEGRADATION_KEYS = ("p_blur, p_motion, gauss_sigma, motion_kernel, p_down, scal
     (["--degradation", "nope=1"],
      f"ifqa: error: --degradation 'nope=1': expected KEY=VALUE with KEY one of {_DEGRADATION_KEYS}"),
     (["--degradation", "p_jpeg=high"], "ifqa: error: --degradation 'p_jpeg=high': bad value for p_jpeg (default 0.5)"),
+    (["--degradation", "jpeg_grid=diagonal"],
+     "ifqa: error: --degradation 'jpeg_grid=diagonal': jpeg_grid must be one of fixed, random"),
+    (["--degradation", "jpeg_backend=turbo"],
+     "ifqa: error: --degradation 'jpeg_backend=turbo': jpeg_backend must be one of auto, pil, kornia"),
     (["--degradation", "jpeg_quality=95,30"],
      "ifqa: error: --degradation 'jpeg_quality=95,30': bad value for jpeg_quality (default (30, 95))"),
     (["--rank-weight", "1", "--rank-kinds", "jpeg,sharp"], "ifqa: error: rank_kinds: unknown degradation kind "

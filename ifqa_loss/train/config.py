@@ -54,6 +54,10 @@ def option(default: Any = MISSING, *, help: str, group: str, default_factory: An
     return field(default=default, default_factory=default_factory, metadata=meta)
 
 
+#: The values a text field of :class:`DegradationConfig` accepts.
+DEGRADATION_CHOICES = {"jpeg_backend": ("auto", "pil", "kornia"), "jpeg_grid": ("fixed", "random")}
+
+
 def parse_degradation(items: list[str]) -> dict:
     """``["p_jpeg=0.7", "jpeg_quality=30,95"]`` -> typed :class:`DegradationConfig` overrides."""
     known = {f.name: f for f in dataclasses.fields(DegradationConfig)}
@@ -72,9 +76,14 @@ def parse_degradation(items: list[str]) -> dict:
                     raise ValueError
                 out[key] = tuple(parts)
             elif isinstance(default, str):
+                if value not in DEGRADATION_CHOICES.get(key, (value,)):
+                    raise ConfigError(f"--degradation {item!r}: {key} must be one of "
+                                      f"{', '.join(DEGRADATION_CHOICES[key])}")
                 out[key] = value
             else:
                 out[key] = type(default)(value)
+        except ConfigError:
+            raise
         except ValueError:
             raise ConfigError(f"--degradation {item!r}: bad value for {key} (default {default!r})") from None
     return out
