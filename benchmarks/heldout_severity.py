@@ -93,8 +93,9 @@ def main() -> None:
         if not args.cross_content_only:
             entry.update(severity_and_mirror(scorers["ifqa"], faces))
         entry["cross_content"], entry["blur_opinion"] = cross["ifqa"], blur["ifqa"]
-        entry["surroundings"] = surroundings(scorers["ifqa"], faces, boxes)
-        entry["jpeg_grid"] = jpeg_grid_sweep({"ifqa": scorers["ifqa"]}, faces)["ifqa"]
+        clean = torch.tensor(cross["ifqa"]["clean_scores"])  # scored by the cross-content section already
+        entry["surroundings"] = surroundings(scorers["ifqa"], faces, boxes, clean=clean)
+        entry["jpeg_grid"] = jpeg_grid_sweep({"ifqa": scorers["ifqa"]}, faces, clean={"ifqa": clean})["ifqa"]
         results.append(entry)
         rows.append((str(w) if w is not None else model.weights_source, cross["ifqa"], blur["ifqa"]))
     rows += [(m, b["cross_content"], b["blur_opinion"]) for m, b in baselines.items()]

@@ -311,20 +311,27 @@ def off_grid_offsets(n: int, seed: int) -> torch.Tensor:
     return steps[torch.randint(0, len(steps), (n, 2), generator=gen)]
 
 
-def jpeg_grid_sweep(scorers: dict, faces: torch.Tensor, seed: int = 0) -> dict:
+def jpeg_grid_sweep(scorers: dict, faces: torch.Tensor, seed: int = 0, clean: dict | None = None,
+                    own: dict | None = None) -> dict:
     """Section (9) on (N, 3, H, W) uint8 ``faces``: per scorer, for the own grid and the moved one, the mean
-    per-image Spearman(score, JPEG level) and the mean score per level (level 0 = the clean faces)."""
-    offset = off_grid_offsets(len(faces), seed)
+    per-image Spearman(score, JPEG level) and the mean score per level (level 0 = the clean faces).
+
+    Scores already computed are not computed again: ``clean`` maps a scorer to its (N,) clean scores, ``own`` to
+    its (N, levels) scores of section (1)'s JPEG sweep (the own grid)."""
+    clean, own = clean or {}, own or {}
     x = to_float(faces)
-    grids = {"own": [to_uint8(jpeg_pil(x, torch.full((len(x),), q))) for q in LEVELS["jpeg"]],
-             "moved": [to_uint8(jpeg_off_grid(jpeg_pil, x, torch.full((len(x),), q), offset))
-                       for q in LEVELS["jpeg"]]}
+    offset = off_grid_offsets(len(faces), seed)
+    qualities = [torch.full((len(x),), q) for q in LEVELS["jpeg"]]
+    moved = [to_uint8(jpeg_off_grid(jpeg_pil, x, q, offset)) for q in qualities]
+    own_batches = None if all(m in own for m in scorers) else [to_uint8(jpeg_pil(x, q)) for q in qualities]
     res = {}
     for m, f in scorers.items():
-        clean = f(faces).numpy()
+        base = (clean[m] if m in clean else f(faces)).numpy()[:, None]
+        levels = {"own": own[m] if m in own else np.stack([f(b).numpy() for b in own_batches], 1),
+                  "moved": np.stack([f(b).numpy() for b in moved], 1)}
         res[m] = {}
-        for grid, batches in grids.items():
-            s = np.stack([clean, *(f(b).numpy() for b in batches)], 1)  # (images, clean + levels)
+        for grid, scores in levels.items():
+            s = np.concatenate([base, scores], 1)  # (images, clean + levels)
             rho = [spearman(row, np.arange(s.shape[1])) for row in s]
             res[m][grid] = {"mean_spearman": float(np.mean(rho)), "mean_score_per_level": s.mean(0).tolist()}
     return res
@@ -365,6 +372,7 @@ def main() -> None:
 
     # (1) severity ranking
     severity = {m: {} for m in scorers}
+    own_jpeg = {}  # section (9)'s own-grid sweep
     for kind, levels in LEVELS.items():
         scores = {m: [] for m in scorers}
         for li, level in enumerate(levels):
@@ -373,6 +381,8 @@ def main() -> None:
                 scores[m].append(f(y).numpy())
         for m in scorers:
             s = np.stack(scores[m], 1)  # (images, levels)
+            if kind == "jpeg":
+                own_jpeg[m] = s
             rho = [spearman(s[i], np.arange(len(levels))) for i in range(len(s))]
             severity[m][kind] = {"mean_spearman": float(np.mean(rho)), "mean_score_per_level": s.mean(0).tolist()}
     rows = [[m] + [severity[m][k]["mean_spearman"] for k in LEVELS] for m in scorers]
@@ -463,7 +473,7 @@ def main() -> None:
                 [[k, v["mean_change"], v["mean_abs_change"]] for k, v in around.items() if k != "replaced_share"])
 
     # (9) JPEG off the grid
-    grid = jpeg_grid_sweep(scorers, hq)
+    grid = jpeg_grid_sweep(scorers, hq, clean=clean, own=own_jpeg)  # clean scores of (4), own grid of (1)
     grid_table("(9) JPEG at the image's own block grid and at a moved one (per face, not a multiple of 8): mean "
                "per-image Spearman(score, level; clean = level 0) and the mean score per level", list(grid.items()))
 

@@ -153,6 +153,15 @@ def jpeg_off_grid(codec: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], x
     return torch.cat(out)
 
 
+def jpeg_on_grid(codec: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], x: torch.Tensor,
+                 quality: torch.Tensor, gen: torch.Generator, random_grid: bool) -> torch.Tensor:
+    """``codec`` on the image's own block grid, or with ``random_grid`` at offsets drawn from ``gen``
+    (:func:`jpeg_off_grid`); the offsets are drawn only then, so other recipes keep their random streams."""
+    if random_grid:
+        return jpeg_off_grid(codec, x, quality, jpeg_grid_offsets(x.shape[0], gen))
+    return codec(x, quality)
+
+
 # ---------------------------------------------------------------- deterministic sweeps (one level per batch)
 
 #: The kinds :func:`degrade` applies and what their level means.
@@ -314,8 +323,5 @@ class Degrader:
             codec = jpeg_pil if backend == "pil" else jpeg_kornia
             idx = jpeg.nonzero().flatten()
             x = x.clone()
-            if cfg.jpeg_grid == "random":  # drawn only when used, so other configs keep their random streams
-                x[idx.to(dev)] = jpeg_off_grid(codec, x[idx.to(dev)], q[idx], jpeg_grid_offsets(len(idx), g))
-            else:
-                x[idx.to(dev)] = codec(x[idx.to(dev)], q[idx])
+            x[idx.to(dev)] = jpeg_on_grid(codec, x[idx.to(dev)], q[idx], g, cfg.jpeg_grid == "random")
         return x.clamp(0, 1).to(hq.dtype)

@@ -19,8 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from .augment import random_zoom
-from .degradations import (down_up, gaussian_blur, gaussian_noise, jpeg_grid_offsets, jpeg_off_grid, jpeg_pil,
-                           unsharp_mask)
+from .degradations import down_up, gaussian_blur, gaussian_noise, jpeg_on_grid, jpeg_pil, unsharp_mask
 
 #: What severity 0 and 1 mean for each kind (JPEG quality, Gaussian sigma in px, noise sigma in 8-bit
 #: levels, down-up factor, unsharp-mask amount, the level of ``degrade``'s "mixed" kind; the factor is
@@ -50,12 +49,6 @@ def severity_value(kind: str, severity: torch.Tensor) -> torch.Tensor:
     return lo * (hi / lo) ** u if kind == "downup" else lo + u * (hi - lo)
 
 
-def _jpeg(x: torch.Tensor, quality: torch.Tensor, gen: torch.Generator, random_grid: bool) -> torch.Tensor:
-    if random_grid:  # drawn only when used, so other recipes keep their random streams
-        return jpeg_off_grid(jpeg_pil, x, quality, jpeg_grid_offsets(x.shape[0], gen))
-    return jpeg_pil(x, quality)
-
-
 def degrade_at(x: torch.Tensor, kind: str, severity: torch.Tensor, gen: torch.Generator,
                random_grid: bool = False) -> torch.Tensor:
     """Degrade each sample by ``kind`` at its own severity; ``random_grid`` puts the JPEG blocks (of the "jpeg"
@@ -68,7 +61,7 @@ def degrade_at(x: torch.Tensor, kind: str, severity: torch.Tensor, gen: torch.Ge
     """
     value = severity_value(kind, severity)
     if kind == "jpeg":
-        return _jpeg(x, value.round().int(), gen, random_grid)
+        return jpeg_on_grid(jpeg_pil, x, value.round().int(), gen, random_grid)
     if kind == "blur":
         return gaussian_blur(x, value.to(x.device))
     if kind == "noise":
@@ -94,7 +87,7 @@ def mixed_at(x: torch.Tensor, level: torch.Tensor, gen: torch.Generator, random_
     y = gaussian_blur(x, (0.4 * level).clamp_min(1e-3).to(x.device))
     y = down_up(y, 1.0 + 0.5 * level, ["bicubic"] * x.shape[0])
     y = gaussian_noise(y, 2.5 * level, gen, p_gray=0.0)
-    return _jpeg(y, (95 - 12 * level).round().int(), gen, random_grid)
+    return jpeg_on_grid(jpeg_pil, y, (95 - 12 * level).round().int(), gen, random_grid)
 
 
 def ranking_faces(hq: torch.Tensor, gen: torch.Generator, zoom: float = 1.0, soften: float = 0.0) -> torch.Tensor:

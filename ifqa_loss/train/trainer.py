@@ -167,7 +167,7 @@ class ExtraTerm:
 
 def _random_grid(cfg: TrainConfig) -> bool:
     """Whether the extra terms' JPEG blocks sit at random offsets too (``--degradation jpeg_grid=random``)."""
-    return cfg.degradation.get("jpeg_grid", "fixed") == "random"
+    return DegradationConfig(**cfg.degradation).jpeg_grid == "random"
 
 
 def _image_scores(logits: torch.Tensor) -> torch.Tensor:
