@@ -200,6 +200,34 @@ def test_robust_terms_keep_labels_and_raise_the_fakes_score_before_the_update(li
     assert robust[1].loss(tl, None).item() == pytest.approx(terms[0].loss(tl, None).item())
 
 
+@pytest.mark.parametrize("zoom", [1.0, 1.5])
+def test_robust_level_attacks_the_line_and_keeps_its_points(lite, zoom):
+    cfg = TrainConfig("d", "o", batch_size=4, rank_pairs=3, level_weight=4.0, level_zoom=zoom,
+                      cross_kinds=["blur", "jpeg"], robust_level_weight=7.0, robust_eps=8.0, robust_steps=3)
+    check_config(cfg)
+    batch, gen = _batch(), torch.Generator().manual_seed(0)
+    terms = extra_terms(cfg, batch, gen)
+    (level,) = terms
+    (robust,) = robust_terms(cfg, lite, batch, batch.lq, terms, gen)
+    assert (robust.name, robust.weight, robust.images.shape[0]) == ("loss_robust_level", 7.0, 6)
+    pool = level.images if zoom > 1 else torch.cat([batch.hq[:3], level.images])  # clean faces first
+    assert (robust.images - pool).abs().max() <= 8 / 255 + 1e-6
+    score = _score(lite)
+    with torch.no_grad():
+        assert score(robust.images[:3]).mean() < score(pool[:3]).mean()  # clean faces pushed down ...
+        assert score(robust.images[3:]).mean() > score(pool[3:]).mean()  # ... degraded ones up
+        logits = lite.forward_logits(pool * 2 - 1)
+    # the same line as loss_level's: the unattacked pool costs what loss_level says
+    batch_logits = torch.cat([logits[:3], torch.zeros_like(logits[:1])])
+    expected = level.loss(logits if zoom > 1 else logits[3:], batch_logits)
+    assert robust.loss(logits, None).item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_robust_level_needs_the_line():
+    with pytest.raises(ValueError, match="robust_level_weight.*needs level_weight"):
+        check_config(TrainConfig("d", "o", robust_level_weight=1.0))
+
+
 def test_severity_level_term_scores_the_real_faces_and_their_degraded_twins():
     cfg = TrainConfig("d", "o", batch_size=4, rank_pairs=3, level_weight=4.0, cross_kinds=["blur", "mixed"],
                       calib_target=0.9, level_floor=0.05)
@@ -262,8 +290,9 @@ def test_train_with_every_new_term_logs_them(tmp_path):
                  "--limit", "4", "--val-every", "1", "--val-images", "2", "--raw-fake-frac", "1", "--init",
                  "ifqa-lite", "--rank-weight", "5", "--rank-pairs", "2", "--robust-weight", "1",
                  "--robust-rank-weight", "5", "--robust-steps", "2", "--cross-rank-weight", "3", "--calib-weight", "2",
-                 "--no-progress"]) == 0
+                 "--level-weight", "4", "--robust-level-weight", "6", "--no-progress"]) == 0
     card = json.loads((out / "ifqa-lite.json").read_text())
-    assert {"loss_rank", "loss_cross_rank", "loss_calib", "loss_robust", "loss_robust_rank"} <= set(card["validation"])
+    assert {"loss_rank", "loss_cross_rank", "loss_calib", "loss_robust", "loss_robust_rank", "loss_level",
+            "loss_robust_level"} <= set(card["validation"])
     assert card["training"]["robust_steps"] == 2 and card["training"]["cross_kinds"] == ["blur", "noise", "jpeg",
                                                                                           "downup"]

@@ -190,6 +190,10 @@ class TrainConfig:
     robust_rank_weight: float = option(0.0, group="terms", bounds=(0, None, False),
                                        help="weight of the severity hinge on attacked ranking twins (the harsher "
                                             "pushed up, the milder down, the order kept; needs --rank-weight)")
+    robust_level_weight: float = option(0.0, group="terms", bounds=(0, None, False),
+                                        help="weight of the severity line on its attacked images (degraded ones "
+                                             "pushed up, clean ones down, each kept on its point of the line; needs "
+                                             "--level-weight)")
     cross_rank_weight: float = option(0.0, group="terms", bounds=(0, None, False),
                                       help="weight of the cross-face severity hinge: of two images of different "
                                            "faces, the milder-degraded one must score higher (0 = off)")
@@ -303,3 +307,5 @@ def check_config(cfg: TrainConfig) -> None:
                          f"got {', '.join(no_scale)}")
     if cfg.robust_rank_weight > 0 and cfg.rank_weight <= 0:
         raise ValueError("robust_rank_weight attacks the severity pairs: it needs rank_weight > 0")
+    if cfg.robust_level_weight > 0 and cfg.level_weight <= 0:
+        raise ValueError("robust_level_weight attacks the severity line's images: it needs level_weight > 0")

@@ -163,6 +163,7 @@ class ExtraTerm:
     images: torch.Tensor
     loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
     gap: torch.Tensor | None = None  # severity pairs only: the images are (milder, harsher), gap (k,) between them
+    line: torch.Tensor | None = None  # severity line only: (M,) severities of its pool, the k clean faces first
 
 
 def _random_grid(cfg: TrainConfig) -> bool:
@@ -243,7 +244,8 @@ def severity_level_term(cfg: TrainConfig, batch: Batch, gen: torch.Generator) ->
         pool = torch.cat([_image_scores(clean), _image_scores(logits[-k:])])
         return severity_level_loss(pool, pool_severity, cfg.calib_target, cfg.level_floor)
 
-    return ExtraTerm("loss_level", cfg.level_weight, torch.cat([base, degraded]) if zoomed else degraded, loss)
+    return ExtraTerm("loss_level", cfg.level_weight, torch.cat([base, degraded]) if zoomed else degraded, loss,
+                     line=pool_severity)
 
 
 def calibration_term(cfg: TrainConfig, batch: Batch, gen: torch.Generator) -> ExtraTerm:
@@ -278,16 +280,25 @@ def robust_terms(cfg: TrainConfig, d_net: nn.Module, batch: Batch, fake: torch.T
 
     ``loss_robust``: the first ``robust_faces`` real faces attacked to score lower, and as many fakes attacked to
     score higher, under the per-pixel BCE with their own labels. ``loss_robust_rank``: the severity twins of
-    ``loss_rank`` (in ``terms``), the harsher attacked up and the milder down, under the same hinge. One attack
-    covers both, so the network runs once per attack step. Off (empty, nothing drawn) while both weights are 0.
+    ``loss_rank`` (in ``terms``), the harsher attacked up and the milder down, under the same hinge.
+    ``loss_robust_level``: the severity line's pool (``loss_level``), its clean faces attacked down and its
+    degraded images up, each still asked to score on its point of the line. One attack covers them all, so the
+    network runs once per attack step. Off (empty, nothing drawn) while their weights are 0.
     """
-    if cfg.robust_weight <= 0 and cfg.robust_rank_weight <= 0:
+    if cfg.robust_weight <= 0 and cfg.robust_rank_weight <= 0 and cfg.robust_level_weight <= 0:
         return []
     n = min(cfg.robust_faces, cfg.batch_size) if cfg.robust_weight > 0 else 0
     rank = next((t for t in terms if t.gap is not None), None) if cfg.robust_rank_weight > 0 else None
     k = 0 if rank is None else rank.gap.shape[0]
-    images = torch.cat([batch.hq[:n], fake[:n], *([] if rank is None else [rank.images])])
-    direction = torch.cat([-torch.ones(n), torch.ones(n), -torch.ones(k), torch.ones(k)])  # real/milder down
+    line = next((t for t in terms if t.line is not None), None) if cfg.robust_level_weight > 0 else None
+    pool = []
+    if line is not None:  # without level zoom the line's clean faces are the BCE batch's, not among its images
+        m = line.line.shape[0] - line.images.shape[0]
+        pool = [batch.hq[:m], line.images]
+    images = torch.cat([batch.hq[:n], fake[:n], *([] if rank is None else [rank.images]), *pool])
+    # real, milder and clean down; fake, harsher and degraded up
+    direction = torch.cat([-torch.ones(n), torch.ones(n), -torch.ones(k), torch.ones(k),
+                           *([] if line is None else [torch.where(line.line.cpu() > 0, 1.0, -1.0)])])
 
     def score(x: torch.Tensor) -> torch.Tensor:
         return _image_scores(d_net.forward_logits(x * 2 - 1))
@@ -314,7 +325,14 @@ def robust_terms(cfg: TrainConfig, d_net: nn.Module, batch: Batch, fake: torch.T
             s_milder, s_harsher = _image_scores(logits).split(k)
             return ranking_hinge(s_milder, s_harsher, cfg.rank_margin * gap)
 
-        out.append(ExtraTerm("loss_robust_rank", cfg.robust_rank_weight, adv[2 * n:], hinge))
+        out.append(ExtraTerm("loss_robust_rank", cfg.robust_rank_weight, adv[2 * n:2 * n + 2 * k], hinge))
+    if line is not None:
+        severity = line.line
+
+        def on_line(logits: torch.Tensor, _: torch.Tensor) -> torch.Tensor:
+            return severity_level_loss(_image_scores(logits), severity, cfg.calib_target, cfg.level_floor)
+
+        out.append(ExtraTerm("loss_robust_level", cfg.robust_level_weight, adv[2 * n + 2 * k:], on_line))
     return out
 
 
