@@ -201,26 +201,32 @@ def test_robust_terms_keep_labels_and_raise_the_fakes_score_before_the_update(li
 
 
 @pytest.mark.parametrize("zoom", [1.0, 1.5])
-def test_robust_level_attacks_the_line_and_keeps_its_points(lite, zoom):
+def test_robust_level_attacks_the_lines_degraded_images_and_keeps_their_points(lite, zoom):
     cfg = TrainConfig("d", "o", batch_size=4, rank_pairs=3, level_weight=4.0, level_zoom=zoom,
-                      cross_kinds=["blur", "jpeg"], robust_level_weight=7.0, robust_eps=8.0, robust_steps=3)
+                      cross_kinds=["blur", "jpeg"], robust_level_weight=7.0, robust_eps=8.0, robust_steps=3,
+                      calib_target=0.9, level_floor=0.05)
     check_config(cfg)
     batch, gen = _batch(), torch.Generator().manual_seed(0)
     terms = extra_terms(cfg, batch, gen)
     (level,) = terms
     (robust,) = robust_terms(cfg, lite, batch, batch.lq, terms, gen)
-    assert (robust.name, robust.weight, robust.images.shape[0]) == ("loss_robust_level", 7.0, 6)
-    pool = level.images if zoom > 1 else torch.cat([batch.hq[:3], level.images])  # clean faces first
-    assert (robust.images - pool).abs().max() <= 8 / 255 + 1e-6
+    assert (robust.name, robust.weight, robust.images.shape[0]) == ("loss_robust_level", 7.0, 3)
+    degraded = level.images[-3:]  # the clean faces are not attacked
+    assert (robust.images - degraded).abs().max() <= 8 / 255 + 1e-6
     score = _score(lite)
     with torch.no_grad():
-        assert score(robust.images[:3]).mean() < score(pool[:3]).mean()  # clean faces pushed down ...
-        assert score(robust.images[3:]).mean() > score(pool[3:]).mean()  # ... degraded ones up
-        logits = lite.forward_logits(pool * 2 - 1)
-    # the same line as loss_level's: the unattacked pool costs what loss_level says
-    batch_logits = torch.cat([logits[:3], torch.zeros_like(logits[:1])])
-    expected = level.loss(logits if zoom > 1 else logits[3:], batch_logits)
-    assert robust.loss(logits, None).item() == pytest.approx(expected.item(), rel=1e-5)
+        assert score(robust.images).mean() > score(degraded).mean()  # pushed up
+        logits = lite.forward_logits(degraded * 2 - 1)
+    # the same line as loss_level's: the degraded images cost what they cost there (with the clean faces on it)
+    _, severity = level.line.split(3)
+    target = torch.logit(0.9 - 0.85 * severity)[:, None, None, None].expand(3, 1, 8, 8)
+    on_line = torch.full((4, 1, 8, 8), float(torch.logit(torch.tensor(0.9))))
+    pool = torch.cat([on_line[:3], target]) if zoom > 1 else target
+    assert robust.loss(target, None).item() == pytest.approx(0.0, abs=1e-5)
+    assert level.loss(pool, on_line).item() == pytest.approx(0.0, abs=1e-5)
+    clean = torch.full((3, *logits.shape[1:]), float(torch.logit(torch.tensor(0.9))))  # on the line
+    assert robust.loss(logits, None).item() == pytest.approx(
+        2 * level.loss(torch.cat([clean, logits]) if zoom > 1 else logits, clean).item(), rel=1e-5)
 
 
 def test_robust_level_needs_the_line():

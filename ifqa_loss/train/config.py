@@ -191,8 +191,8 @@ class TrainConfig:
                                        help="weight of the severity hinge on attacked ranking twins (the harsher "
                                             "pushed up, the milder down, the order kept; needs --rank-weight)")
     robust_level_weight: float = option(0.0, group="terms", bounds=(0, None, False),
-                                        help="weight of the severity line on its attacked images (degraded ones "
-                                             "pushed up, clean ones down, each kept on its point of the line; needs "
+                                        help="weight of the severity line on its degraded images attacked to "
+                                             "score higher, each kept on its point of the line (needs "
                                              "--level-weight)")
     cross_rank_weight: float = option(0.0, group="terms", bounds=(0, None, False),
                                       help="weight of the cross-face severity hinge: of two images of different "

@@ -281,9 +281,11 @@ def robust_terms(cfg: TrainConfig, d_net: nn.Module, batch: Batch, fake: torch.T
     ``loss_robust``: the first ``robust_faces`` real faces attacked to score lower, and as many fakes attacked to
     score higher, under the per-pixel BCE with their own labels. ``loss_robust_rank``: the severity twins of
     ``loss_rank`` (in ``terms``), the harsher attacked up and the milder down, under the same hinge.
-    ``loss_robust_level``: the severity line's pool (``loss_level``), its clean faces attacked down and its
-    degraded images up, each still asked to score on its point of the line. One attack covers them all, so the
-    network runs once per attack step. Off (empty, nothing drawn) while their weights are 0.
+    ``loss_robust_level``: the severity line's degraded images (``loss_level``) attacked up, each still asked to
+    score on its point of the line. Its clean faces are not attacked: a perturbation of a few levels on a clean
+    face is itself a mild degradation (level 1 of the noise sweep is sigma 3), which the line must see. One
+    attack covers them all, so the network runs once per attack step. Off (empty, nothing drawn) while their
+    weights are 0.
     """
     if cfg.robust_weight <= 0 and cfg.robust_rank_weight <= 0 and cfg.robust_level_weight <= 0:
         return []
@@ -291,14 +293,11 @@ def robust_terms(cfg: TrainConfig, d_net: nn.Module, batch: Batch, fake: torch.T
     rank = next((t for t in terms if t.gap is not None), None) if cfg.robust_rank_weight > 0 else None
     k = 0 if rank is None else rank.gap.shape[0]
     line = next((t for t in terms if t.line is not None), None) if cfg.robust_level_weight > 0 else None
-    pool = []
-    if line is not None:  # without level zoom the line's clean faces are the BCE batch's, not among its images
-        m = line.line.shape[0] - line.images.shape[0]
-        pool = [batch.hq[:m], line.images]
-    images = torch.cat([batch.hq[:n], fake[:n], *([] if rank is None else [rank.images]), *pool])
-    # real, milder and clean down; fake, harsher and degraded up
-    direction = torch.cat([-torch.ones(n), torch.ones(n), -torch.ones(k), torch.ones(k),
-                           *([] if line is None else [torch.where(line.line.cpu() > 0, 1.0, -1.0)])])
+    m = 0 if line is None else line.line.shape[0] // 2  # the line's pool: m clean faces, then their degraded twins
+    images = torch.cat([batch.hq[:n], fake[:n], *([] if rank is None else [rank.images]),
+                        *([] if line is None else [line.images[-m:]])])
+    # real and milder down; fake, harsher and degraded up
+    direction = torch.cat([-torch.ones(n), torch.ones(n), -torch.ones(k), torch.ones(k), torch.ones(m)])
 
     def score(x: torch.Tensor) -> torch.Tensor:
         return _image_scores(d_net.forward_logits(x * 2 - 1))
@@ -327,7 +326,7 @@ def robust_terms(cfg: TrainConfig, d_net: nn.Module, batch: Batch, fake: torch.T
 
         out.append(ExtraTerm("loss_robust_rank", cfg.robust_rank_weight, adv[2 * n:2 * n + 2 * k], hinge))
     if line is not None:
-        severity = line.line
+        severity = line.line[m:]
 
         def on_line(logits: torch.Tensor, _: torch.Tensor) -> torch.Tensor:
             return severity_level_loss(_image_scores(logits), severity, cfg.calib_target, cfg.level_floor)
