@@ -15,8 +15,8 @@ from ifqa_loss.train.config import TrainConfig, check_config
 from ifqa_loss.train.degradations import SWEEP_CLEAN, SWEEP_LEVELS, degrade, gaussian_blur, sweep_level
 from ifqa_loss.train.ranking import SEVERITY_RANGES, degrade_at, mixed_at, ranking_faces, severity_value
 from ifqa_loss.train.robust import (SWEEP_SPAN, calibration_loss, cross_content_images, cross_face_hinge, draw_eps,
-                                   perturb, severity_level_loss)
-from ifqa_loss.train.trainer import Batch, extra_terms, robust_terms
+                                   gradient_alignment, perturb, severity_level_loss)
+from ifqa_loss.train.trainer import Batch, alignment_terms, extra_terms, robust_terms
 from ifqa_loss.weights import load_model
 
 FACES = Path(__file__).resolve().parents[2] / "shared" / "data" / "faces256"
@@ -234,6 +234,62 @@ def test_robust_level_needs_the_line():
         check_config(TrainConfig("d", "o", robust_level_weight=1.0))
 
 
+def test_gradient_alignment_is_one_minus_the_cosine_per_image():
+    d = torch.randn(3, 3, 8, 8)
+    other = torch.randn(3, 3, 8, 8)
+    ortho = other - (other * d).sum((1, 2, 3), keepdim=True) / d.square().sum((1, 2, 3), keepdim=True) * d
+    assert gradient_alignment(5 * d, d).item() == pytest.approx(0.0, abs=1e-6)  # any length
+    assert gradient_alignment(-d, d).item() == pytest.approx(2.0, abs=1e-6)
+    assert gradient_alignment(ortho, d).item() == pytest.approx(1.0, abs=1e-5)
+    mixed = torch.cat([d[:1], -d[1:2], ortho[2:]])
+    assert gradient_alignment(mixed, d).item() == pytest.approx(1.0, abs=1e-5)  # (0 + 2 + 1) / 3
+
+
+@pytest.mark.parametrize("zoom", [1.0, 1.5])
+def test_alignment_term_scores_the_input_gradient_of_the_lines_degraded_images(zoom):
+    net = load_model("lite", "ifqa-lite").model.train().requires_grad_(True)  # as the trainer has it
+    cfg = TrainConfig("d", "o", batch_size=4, rank_pairs=3, level_weight=4.0, level_zoom=zoom,
+                      cross_kinds=["blur", "noise"], align_weight=3.0, align_faces=2)
+    check_config(cfg)
+    batch = _batch()
+    terms = extra_terms(cfg, batch, torch.Generator().manual_seed(0))
+    (level,) = terms
+    (align,) = alignment_terms(cfg, batch, terms)
+    assert (align.name, align.weight, align.images.shape[0], align.images.requires_grad) == ("loss_align", 3.0, 2,
+                                                                                           True)
+    degraded = level.images[-3:][:2]
+    clean = level.images[:2] if zoom > 1 else batch.hq[:2]
+    assert torch.equal(align.images.detach(), degraded)
+    # the loss is 1 - cos(gradient of the score, clean - degraded), with the gradient taken afresh here
+    x = degraded.clone().requires_grad_(True)
+    (g,) = torch.autograd.grad(_score(net)(x).sum(), x)
+    expected = gradient_alignment(g, clean - degraded)
+    value = align.loss(net.forward_logits(align.images * 2 - 1), None)
+    assert value.item() == pytest.approx(expected.item(), rel=1e-4)
+    # it trains the network: the second-order path reaches the weights, and a few steps on it alone align better
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    first = None
+    for _ in range(6):
+        opt.zero_grad()
+        loss = align.loss(net.forward_logits(align.images * 2 - 1), None)
+        first = loss.item() if first is None else first
+        loss.backward()
+        assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in net.parameters())
+        opt.step()
+    assert align.loss(net.forward_logits(align.images * 2 - 1), None).item() < first
+
+
+def test_alignment_needs_the_line_and_one_process(monkeypatch, tmp_path):
+    with pytest.raises(ValueError, match="align_weight.*needs level_weight"):
+        check_config(TrainConfig("d", "o", align_weight=1.0))
+    assert alignment_terms(TrainConfig("d", "o", level_weight=1.0), _batch(), []) == []
+    import ifqa_loss.train.trainer as trainer
+    monkeypatch.setattr(trainer, "_setup_distributed", lambda device: None)
+    monkeypatch.setattr(trainer, "_dist_info", lambda: (0, 2))
+    with pytest.raises(ValueError, match="align-weight needs a second backward pass.*one process"):
+        trainer.train(TrainConfig(str(tmp_path), str(tmp_path / "out"), level_weight=1.0, align_weight=1.0))
+
+
 def test_severity_level_term_scores_the_real_faces_and_their_degraded_twins():
     cfg = TrainConfig("d", "o", batch_size=4, rank_pairs=3, level_weight=4.0, cross_kinds=["blur", "mixed"],
                       calib_target=0.9, level_floor=0.05)
@@ -296,9 +352,10 @@ def test_train_with_every_new_term_logs_them(tmp_path):
                  "--limit", "4", "--val-every", "1", "--val-images", "2", "--raw-fake-frac", "1", "--init",
                  "ifqa-lite", "--rank-weight", "5", "--rank-pairs", "2", "--robust-weight", "1",
                  "--robust-rank-weight", "5", "--robust-steps", "2", "--cross-rank-weight", "3", "--calib-weight", "2",
-                 "--level-weight", "4", "--robust-level-weight", "6", "--no-progress"]) == 0
+                 "--level-weight", "4", "--robust-level-weight", "6", "--align-weight", "2", "--align-faces", "1",
+                 "--no-progress"]) == 0
     card = json.loads((out / "ifqa-lite.json").read_text())
     assert {"loss_rank", "loss_cross_rank", "loss_calib", "loss_robust", "loss_robust_rank", "loss_level",
-            "loss_robust_level"} <= set(card["validation"])
+            "loss_robust_level", "loss_align"} <= set(card["validation"])
     assert card["training"]["robust_steps"] == 2 and card["training"]["cross_kinds"] == ["blur", "noise", "jpeg",
                                                                                           "downup"]

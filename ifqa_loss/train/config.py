@@ -194,6 +194,12 @@ class TrainConfig:
                                         help="weight of the severity line on its degraded images attacked to "
                                              "score higher, each kept on its point of the line (needs "
                                              "--level-weight)")
+    align_weight: float = option(0.0, group="terms", bounds=(0, None, False),
+                                 help="weight of the gradient-alignment term: the input gradient of a degraded "
+                                      "severity-line image's score must point towards its clean face, 1 - cosine "
+                                      "(needs --level-weight; a second backward pass through those images)")
+    align_faces: int = option(4, group="terms", bounds=(1, None, False),
+                              help="severity-line images per step under the gradient-alignment term")
     cross_rank_weight: float = option(0.0, group="terms", bounds=(0, None, False),
                                       help="weight of the cross-face severity hinge: of two images of different "
                                            "faces, the milder-degraded one must score higher (0 = off)")
@@ -307,5 +313,7 @@ def check_config(cfg: TrainConfig) -> None:
                          f"got {', '.join(no_scale)}")
     if cfg.robust_rank_weight > 0 and cfg.rank_weight <= 0:
         raise ValueError("robust_rank_weight attacks the severity pairs: it needs rank_weight > 0")
+    if cfg.align_weight > 0 and cfg.level_weight <= 0:
+        raise ValueError("align_weight aligns the gradients of the severity line's images: it needs level_weight > 0")
     if cfg.robust_level_weight > 0 and cfg.level_weight <= 0:
         raise ValueError("robust_level_weight attacks the severity line's images: it needs level_weight > 0")

@@ -12,6 +12,8 @@ whether a blurred face of one person scores below a milder one of another. :func
 of *different* faces by their severities, and :func:`calibration_loss` pulls the clean faces of every person to the
 same high score. :func:`severity_level_loss` goes further: it asks every image's score to sit on one line of its
 severity, the same for every kind and every person, which is what ranking a folder of different faces needs.
+:func:`gradient_alignment` asks more of the gradient itself: raising a degraded face's score must mean moving it
+towards its clean face.
 """
 from __future__ import annotations
 
@@ -140,3 +142,20 @@ def severity_level_loss(scores: torch.Tensor, severity: torch.Tensor, top: float
     s = scores.clamp(1e-6, 1 - 1e-6)
     kl = target * (target.log() - s.log()) + (1 - target) * ((1 - target).log() - (1 - s).log())
     return kl.mean()
+
+
+def gradient_alignment(score_grad: torch.Tensor, toward: torch.Tensor) -> torch.Tensor:
+    """Mean of ``1 - cos(score_grad, toward)`` per image: 0 when raising the score means moving straight towards
+    ``toward`` (the clean face minus the degraded one), 2 when it means moving straight away.
+
+    A loss model's input gradient is what a generator trained with it follows. Asking it to point from a
+    degraded face to its clean one makes gradient ascent on the score a restoration, not the added
+    high-frequency patterns an unconstrained model rewards. Differentiable in ``score_grad`` (take it with
+    ``create_graph=True`` to train on it).
+
+    Args:
+        score_grad, toward: (N, C, H, W).
+    Returns:
+        scalar in [0, 2].
+    """
+    return (1 - F.cosine_similarity(score_grad.flatten(1), toward.flatten(1), dim=1, eps=1e-12)).mean()

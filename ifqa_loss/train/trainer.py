@@ -45,12 +45,12 @@ from .data import FaceSet, read_name_list
 from .degradations import DegradationConfig, Degrader
 from .generator import RestorationUNet
 from .ranking import ranking_faces, ranking_hinge, region_pairs, severity_pairs
-from .robust import (calibration_loss, cross_content_images, cross_face_hinge, draw_eps, perturb,
-                     severity_level_loss)
+from .robust import (calibration_loss, cross_content_images, cross_face_hinge, draw_eps, gradient_alignment,
+                     perturb, severity_level_loss)
 
 __all__ = ["LICENCE_NOTE", "TrainConfig", "Batch", "ExtraTerm", "EXTRA_TERMS", "extra_terms", "discriminator_batch",
-           "flip_consistency", "robust_terms", "draw_batch", "make_fakes", "discriminator_step", "generator_step",
-           "validate", "validation_record", "train"]
+           "flip_consistency", "robust_terms", "alignment_terms", "draw_batch", "make_fakes", "discriminator_step",
+           "generator_step", "validate", "validation_record", "train"]
 
 LICENCE_NOTE = ("Trained on SCUT-FBP5500 faces (non-commercial research licence): these weights inherit the "
                 "data's NON-COMMERCIAL terms. Research and evaluation use only.")
@@ -335,6 +335,29 @@ def robust_terms(cfg: TrainConfig, d_net: nn.Module, batch: Batch, fake: torch.T
     return out
 
 
+def alignment_terms(cfg: TrainConfig, batch: Batch, terms: list[ExtraTerm]) -> list[ExtraTerm]:
+    """``loss_align``: the first ``align_faces`` degraded images of the severity line (``loss_level``, in
+    ``terms``), whose scores' input gradients must point towards their clean faces
+    (:func:`robust.gradient_alignment`). The images enter the step's forward pass as leaves that require grad, so
+    the loss takes their gradient with ``create_graph=True`` and the step's backward trains on it. Off (empty)
+    while its weight is 0; draws nothing."""
+    line = next((t for t in terms if t.line is not None), None) if cfg.align_weight > 0 else None
+    if line is None:
+        return []
+    m = line.line.shape[0] // 2  # the line's pool: m clean faces, then their degraded twins
+    a = min(cfg.align_faces, m)
+    clean = line.images[:a] if line.images.shape[0] == 2 * m else batch.hq[:a]  # zoomed: the term's own
+    images = line.images[m:m + a] if line.images.shape[0] == 2 * m else line.images[:a]
+    images = images.detach().clone().requires_grad_(True)
+    toward = (clean - images).detach()
+
+    def loss(logits: torch.Tensor, _: torch.Tensor) -> torch.Tensor:
+        (grad,) = torch.autograd.grad(_image_scores(logits).sum(), images, create_graph=True)
+        return gradient_alignment(grad, toward)
+
+    return [ExtraTerm("loss_align", cfg.align_weight, images, loss)]
+
+
 @dataclass
 class _Run:
     """Everything a step changes, and what the checkpoint keeps."""
@@ -387,7 +410,7 @@ def discriminator_step(cfg: TrainConfig, run: _Run, batch: Batch, fake: torch.Te
     cut_masks = random_boxes_mask(cfg.batch_size, batch.hq.shape[-1], run.gen, device)
     imgs, labels, regions = discriminator_batch(batch.hq, fake, batch.masks, swap, cut_masks, cut)
     terms = extra_terms(cfg, batch, run.gen)
-    terms += robust_terms(cfg, run.d_net, batch, fake, terms, run.gen)
+    terms += robust_terms(cfg, run.d_net, batch, fake, terms, run.gen) + alignment_terms(cfg, batch, terms)
     # one forward pass for all images: the batch shape, and so the numbers, stay those of earlier runs
     logits = run.d_model(torch.cat([imgs, *(t.images for t in terms)]) * 2 - 1 if terms else imgs * 2 - 1)
     n_bce = imgs.shape[0]
@@ -445,6 +468,9 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
     check_config(cfg)
     _setup_distributed(cfg.device)
     rank, world = _dist_info()
+    if world > 1 and cfg.align_weight > 0:  # DistributedDataParallel does not support double backward
+        raise ValueError("--align-weight needs a second backward pass, which multi-process training does not "
+                         "support: run it in one process")
     device = torch.device(cfg.device if not cfg.device.startswith("cuda") or world == 1 else f"cuda:{rank}")
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
