@@ -20,6 +20,9 @@ as a saved file would be, with :func:`ifqa_loss.train.degradations.degrade`):
       [0, 1] after each) from the blurred and JPEG faces; every ``--track-every`` (25) steps: the loss model's
       score, the evaluator's, PSNR and SSIM to the HQ faces (SSIM: torchmetrics'
       ``structural_similarity_index_measure``) and the variance of the Laplacian (quality.py's).
+  (5) where the gradient points: per start, the cosine between the input gradient of the loss model's score and
+      the HQ face minus the start (+1: gradient ascent on the score restores the face; about 0: it ignores that
+      way). No target: a diagnostic of what (4) will do.
 
 All scores are :meth:`ifqa_loss.IFQA.score_images` of the float images (what a loss sees) unless marked 8-bit.
 Writes JSON (no images) and one picture of a single face (HQ / start / PGD 4/255 / Adam, and the amplified
@@ -136,6 +139,15 @@ def pgd(score_fn, x0: torch.Tensor, eps: float, steps: int, direction: float = 1
             x = x.detach() + alpha * grad.sign()
             x = torch.minimum(torch.maximum(x, x0 - eps), x0 + eps).clamp(0, 1)
     return best if keep_best else x.detach()
+
+
+def gradient_cosine(score_fn, x0: torch.Tensor, hq: torch.Tensor) -> np.ndarray:
+    """(N,) cosine between the input gradient of each image's score at ``x0`` and ``hq - x0``: +1 when raising
+    the score means moving straight towards the HQ face, about 0 when the gradient ignores that direction (in
+    196,608 dimensions two unrelated directions are nearly orthogonal)."""
+    x = x0.clone().requires_grad_(True)
+    (g,) = torch.autograd.grad(score_fn(x).sum(), x)
+    return torch.nn.functional.cosine_similarity(g.flatten(1), (hq - x0).flatten(1), dim=1).numpy()
 
 
 def psnr(x: torch.Tensor, ref: torch.Tensor) -> np.ndarray:
@@ -322,6 +334,13 @@ def main() -> None:
                 [[kind, t["step"], t["loss_model"], t["evaluator"], t["psnr"], t["ssim"], t["laplacian_var"]]
                  for kind, a in adam.items() for t in a["track"]])
 
+    # (5) where the gradient points
+    cosine = {kind: gradient_cosine(loss_score, x0, hq) for kind, x0 in starts.items()}
+    print_table("(5) cosine between the input gradient of the loss model's score and HQ minus the start (+1 = "
+                "raising the score restores the face; about 0 = it ignores the way back)",
+                ["start", "mean", "min", "max"],
+                [[kind, float(c.mean()), float(c.min()), float(c.max())] for kind, c in cosine.items()])
+
     # acceptance (issue 30): blur and JPEG starts
     acc = {}
     for e, target in [(1, TARGETS["pgd_rise_1/255"]), (4, TARGETS["pgd_rise_4/255"])]:
@@ -363,6 +382,8 @@ def main() -> None:
                 "eval_draws": args.ensemble_eval_draws, "kept": "last iterate", "results": eot},
         "adam": {"lr": args.adam_lr, "steps": args.adam_steps, "track_every": args.track_every, "clamp": [0, 1],
                  "hq_laplacian_var": hq_lap, "results": adam},
+        "gradient_cosine": {kind: {"mean": float(c.mean()), "per_image": dict(zip(names, map(float, c)))}
+                            for kind, c in cosine.items()},
         "acceptance": acc, "machine": machine(), "seconds": round(time.perf_counter() - t0, 1)})
 
 

@@ -56,6 +56,13 @@ def test_random_transform_ensemble_is_random_repeatable_and_differentiable(lite_
 @pytest.mark.slow
 @pytest.mark.skipif(not (SHARED / "data" / "faces256" / "val.txt").is_file(),
                     reason="../shared/data/faces256 is absent (the held-out faces the benchmark attacks)")
+def test_gradient_cosine_is_one_towards_the_hq_face_and_minus_one_away():
+    hq, x0 = torch.rand(2, 3, 8, 8), torch.rand(2, 3, 8, 8)
+    towards = robustness.gradient_cosine(lambda x: -(x - hq).square().sum((1, 2, 3)), x0, hq)  # peak at HQ
+    away = robustness.gradient_cosine(lambda x: (x - hq).square().sum((1, 2, 3)), x0, hq)
+    assert towards == pytest.approx([1.0, 1.0], abs=1e-5) and away == pytest.approx([-1.0, -1.0], abs=1e-5)
+
+
 def test_robustness_benchmark_subset(tmp_path):
     picture = tmp_path / "example.png"
     stdout, res = run_benchmark("robustness.py", tmp_path / "robustness.json", "--n", "2", "--steps", "5",
@@ -98,6 +105,11 @@ def test_robustness_benchmark_subset(tmp_path):
         assert track[-1]["loss_model"] > track[0]["loss_model"]  # Adam minimises 1 - score
         assert all(0 < t["ssim"] <= 1 and t["laplacian_var"] > 0 for t in track)
         assert a["change"]["psnr"] == pytest.approx(track[-1]["psnr"] - track[0]["psnr"])
+    # where the gradient points: one cosine per face and start, the mean of them
+    assert set(res["gradient_cosine"]) == {"blur", "jpeg", "noise"}
+    for c in res["gradient_cosine"].values():
+        assert list(c["per_image"]) == res["names"] and all(-1 <= v <= 1 for v in c["per_image"].values())
+        assert c["mean"] == pytest.approx(sum(c["per_image"].values()) / 2)
     acc = res["acceptance"]
     assert set(acc) == {"pgd_rise_1/255", "pgd_rise_4/255", "adam_psnr_change", "adam_evaluator_change"}
     assert acc["pgd_rise_1/255"]["blur"] == res["pgd"]["blur"]["eps"]["1/255"]["loss_model"]["change"]
