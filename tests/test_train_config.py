@@ -27,10 +27,11 @@ OLD_FLAGS = ["--data", "--landmarks", "--val-list", "--train-list", "--arch", "-
              "--ckpt-every", "--seed", "--device", "--limit", "--no-resume", "--export-official", "--no-progress"]
 # flags added since (robust and cross-content training, issues 29 and 30), all off by default
 NEW_FLAGS = ["--robust-weight", "--robust-eps", "--robust-steps", "--robust-faces", "--robust-rank-weight",
-             "--cross-rank-weight", "--cross-rank-margin", "--cross-kinds", "--level-weight", "--level-zoom",
-             "--level-floor", "--calib-weight", "--calib-target"]
+             "--robust-level-weight", "--align-weight", "--align-faces", "--cross-rank-weight", "--cross-rank-margin",
+             "--cross-kinds", "--level-weight", "--level-zoom", "--level-floor", "--calib-weight", "--calib-target"]
 NEW_DEFAULTS = {"robust_weight": 0.0, "robust_eps": 4.0, "robust_steps": 1, "robust_faces": 4,
-                "robust_rank_weight": 0.0, "cross_rank_weight": 0.0, "cross_rank_margin": 0.15,
+                "robust_rank_weight": 0.0, "robust_level_weight": 0.0, "align_weight": 0.0, "align_faces": 4,
+                "cross_rank_weight": 0.0, "cross_rank_margin": 0.15,
                 "cross_kinds": ["blur", "noise", "jpeg", "downup"], "level_weight": 0.0, "level_zoom": 1.0,
                 "level_floor": 0.05, "calib_weight": 0.0, "calib_target": 0.9}
 
