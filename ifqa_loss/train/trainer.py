@@ -274,6 +274,17 @@ def extra_terms(cfg: TrainConfig, batch: Batch, gen: torch.Generator) -> list[Ex
     return [build(cfg, batch, gen) for weight, build in EXTRA_TERMS if getattr(cfg, weight) > 0]
 
 
+def _line_pool(terms: list[ExtraTerm], batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+    """The severity line's pool (``loss_level``, in ``terms``): its clean faces, their degraded twins and the
+    twins' severities; None without the line. Without level zoom the clean faces are the BCE batch's."""
+    line = next((t for t in terms if t.line is not None), None)
+    if line is None:
+        return None
+    m = line.line.shape[0] // 2  # severities of m clean faces, then of their m degraded twins
+    clean = line.images[:m] if line.images.shape[0] == 2 * m else batch.hq[:m]
+    return clean, line.images[-m:], line.line[m:]
+
+
 def robust_terms(cfg: TrainConfig, d_net: nn.Module, batch: Batch, fake: torch.Tensor, terms: list[ExtraTerm],
                  gen: torch.Generator) -> list[ExtraTerm]:
     """Adversarial copies that keep their labels, attacked against the current weights (:func:`robust.perturb`).
@@ -292,10 +303,10 @@ def robust_terms(cfg: TrainConfig, d_net: nn.Module, batch: Batch, fake: torch.T
     n = min(cfg.robust_faces, cfg.batch_size) if cfg.robust_weight > 0 else 0
     rank = next((t for t in terms if t.gap is not None), None) if cfg.robust_rank_weight > 0 else None
     k = 0 if rank is None else rank.gap.shape[0]
-    line = next((t for t in terms if t.line is not None), None) if cfg.robust_level_weight > 0 else None
-    m = 0 if line is None else line.line.shape[0] // 2  # the line's pool: m clean faces, then their degraded twins
+    line = _line_pool(terms, batch) if cfg.robust_level_weight > 0 else None
+    m = 0 if line is None else line[1].shape[0]
     images = torch.cat([batch.hq[:n], fake[:n], *([] if rank is None else [rank.images]),
-                        *([] if line is None else [line.images[-m:]])])
+                        *([] if line is None else [line[1]])])
     # real and milder down; fake, harsher and degraded up
     direction = torch.cat([-torch.ones(n), torch.ones(n), -torch.ones(k), torch.ones(k), torch.ones(m)])
 
@@ -326,7 +337,7 @@ def robust_terms(cfg: TrainConfig, d_net: nn.Module, batch: Batch, fake: torch.T
 
         out.append(ExtraTerm("loss_robust_rank", cfg.robust_rank_weight, adv[2 * n:2 * n + 2 * k], hinge))
     if line is not None:
-        severity = line.line[m:]
+        severity = line[2]
 
         def on_line(logits: torch.Tensor, _: torch.Tensor) -> torch.Tensor:
             return severity_level_loss(_image_scores(logits), severity, cfg.calib_target, cfg.level_floor)
@@ -341,15 +352,13 @@ def alignment_terms(cfg: TrainConfig, batch: Batch, terms: list[ExtraTerm]) -> l
     (:func:`robust.gradient_alignment`). The images enter the step's forward pass as leaves that require grad, so
     the loss takes their gradient with ``create_graph=True`` and the step's backward trains on it. Off (empty)
     while its weight is 0; draws nothing."""
-    line = next((t for t in terms if t.line is not None), None) if cfg.align_weight > 0 else None
+    line = _line_pool(terms, batch) if cfg.align_weight > 0 else None
     if line is None:
         return []
-    m = line.line.shape[0] // 2  # the line's pool: m clean faces, then their degraded twins
-    a = min(cfg.align_faces, m)
-    clean = line.images[:a] if line.images.shape[0] == 2 * m else batch.hq[:a]  # zoomed: the term's own
-    images = line.images[m:m + a] if line.images.shape[0] == 2 * m else line.images[:a]
-    images = images.detach().clone().requires_grad_(True)
-    toward = (clean - images).detach()
+    clean, degraded, _ = line
+    a = min(cfg.align_faces, degraded.shape[0])
+    images = degraded[:a].detach().clone().requires_grad_(True)
+    toward = (clean[:a] - images).detach()
 
     def loss(logits: torch.Tensor, _: torch.Tensor) -> torch.Tensor:
         (grad,) = torch.autograd.grad(_image_scores(logits).sum(), images, create_graph=True)
